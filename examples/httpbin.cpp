@@ -1,0 +1,270 @@
+// Example: every HTTP feature of cserve behind one route table (the server the tests drive)
+//
+//   build/examples/httpbin --port 8000 [--help for every flag]
+//
+// Routes (every GET route answers HEAD too):
+//   GET /                 Hello, world!
+//   ANY /echo             streams the request body back
+//   GET /headers          the request headers as JSON, in received order
+//   GET /scope            the ASGI scope as JSON
+//   GET /bytes/{n}        n bytes 'a'..'z' repeated, with content-length
+//   GET /stream/{n}       n chunks "chunk {i}\n", chunked
+//   GET /status/{code}    that status, empty body
+//   GET /delay/{ms}       waits, then "done"
+//   GET /error/before     throws before the response starts   -> 500
+//   GET /error/after      throws after the response started   -> connection closed
+//   GET /error/none       returns without a response          -> 500
+//   GET /pid              this process id
+//   GET /disconnect       waits for the client to go, counts it
+//   GET /disconnects      {"count": N}
+//   POST /upload          reads the body, {"bytes": N}
+#include <cserve/cserve.hpp>
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <charconv>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include <unistd.h>
+
+namespace {
+
+namespace net = boost::asio;
+namespace http = cserve::http;
+
+// Clients that went away while waiting on /disconnect (one io_context thread per process).
+std::uint64_t disconnects = 0;
+
+std::optional<std::uint64_t>
+number(std::string_view s)
+{
+    std::uint64_t v = 0;
+    auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (s.empty() || r.ec != std::errc() || r.ptr != s.data() + s.size())
+        return std::nullopt;
+    return v;
+}
+
+void
+append_json_string(std::string& out, std::string_view s)
+{
+    out += '"';
+    for (unsigned char c : s) {
+        switch (c) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        case '\t': out += "\\t"; break;
+        default:
+            if (c < 0x20) {
+                static constexpr char hex[] = "0123456789abcdef";
+                out += "\\u00";
+                out += hex[c >> 4];
+                out += hex[c & 15];
+            } else {
+                out += static_cast<char>(c);
+            }
+        }
+    }
+    out += '"';
+}
+
+void
+append_address(std::string& out, std::optional<cserve::address> const& a)
+{
+    if (!a) {
+        out += "null";
+        return;
+    }
+    out += '[';
+    append_json_string(out, a->host);
+    out += ", ";
+    out += std::to_string(a->port);
+    out += ']';
+}
+
+cserve::task<>
+respond(cserve::send send, int status, std::string body, std::string content_type = "text/plain")
+{
+    co_await send(http::response_start{
+        .status = status,
+        .headers = {{"content-type", std::move(content_type)}, {"content-length", std::to_string(body.size())}},
+    });
+    co_await send(http::response_body{.body = std::move(body)});
+}
+
+cserve::task<>
+echo(cserve::scope& scope, cserve::receive receive, cserve::send send)
+{
+    std::string type(scope.header("content-type").value_or("application/octet-stream"));
+    co_await send(http::response_start{.status = 200, .headers = {{"content-type", std::move(type)}}});
+    for (;;) {
+        auto e = co_await receive();
+        auto* chunk = std::get_if<http::request>(&e);
+        if (!chunk)
+            co_return; // the client went away
+        bool more = chunk->more_body;
+        co_await send(http::response_body{.body = std::move(chunk->body), .more_body = more});
+        if (!more)
+            co_return;
+    }
+}
+
+cserve::task<>
+headers(cserve::scope& scope, cserve::send send)
+{
+    std::string json = "{\"headers\": [";
+    bool first = true;
+    for (auto const& [name, value] : scope.headers) {
+        if (!first)
+            json += ", ";
+        first = false;
+        json += '[';
+        append_json_string(json, name);
+        json += ", ";
+        append_json_string(json, value);
+        json += ']';
+    }
+    json += "]}";
+    co_await respond(send, 200, std::move(json), "application/json");
+}
+
+cserve::task<>
+scope_json(cserve::scope& scope, cserve::send send)
+{
+    std::string json = "{\"type\": \"http\", \"http_version\": ";
+    append_json_string(json, scope.http_version);
+    json += ", \"method\": ";
+    append_json_string(json, scope.method);
+    json += ", \"scheme\": ";
+    append_json_string(json, scope.scheme);
+    json += ", \"path\": ";
+    append_json_string(json, scope.path);
+    json += ", \"raw_path\": ";
+    append_json_string(json, scope.raw_path);
+    json += ", \"query_string\": ";
+    append_json_string(json, scope.query_string);
+    json += ", \"root_path\": ";
+    append_json_string(json, scope.root_path);
+    json += ", \"client\": ";
+    append_address(json, scope.client);
+    json += ", \"server\": ";
+    append_address(json, scope.server);
+    json += '}';
+    co_await respond(send, 200, std::move(json), "application/json");
+}
+
+cserve::task<>
+bytes(std::uint64_t n, cserve::send send)
+{
+    co_await send(http::response_start{
+        .status = 200,
+        .headers = {{"content-type", "application/octet-stream"}, {"content-length", std::to_string(n)}},
+    });
+    // Large bodies go out in 64 KiB pieces: send() completes as the client reads them.
+    constexpr std::uint64_t piece = 64 * 1024;
+    std::uint64_t i = 0;
+    do {
+        auto len = std::min(piece, n - i);
+        std::string body(len, '\0');
+        for (std::uint64_t k = 0; k < len; ++k)
+            body[k] = static_cast<char>('a' + (i + k) % 26);
+        i += len;
+        co_await send(http::response_body{.body = std::move(body), .more_body = i < n});
+    } while (i < n);
+}
+
+cserve::task<>
+stream(std::uint64_t n, cserve::send send)
+{
+    co_await send(http::response_start{.status = 200, .headers = {{"content-type", "text/plain"}}});
+    for (std::uint64_t i = 0; i < n; ++i)
+        co_await send(http::response_body{.body = "chunk " + std::to_string(i) + "\n", .more_body = true});
+    co_await send(http::response_body{});
+}
+
+cserve::task<>
+app(cserve::scope& scope, cserve::receive receive, cserve::send send)
+{
+    if (scope.type != cserve::scope_type::http)
+        co_return;
+    std::string_view path = scope.path;
+    if (path.starts_with(scope.root_path))
+        path.remove_prefix(scope.root_path.size());
+    bool const get = scope.method == "GET" || scope.method == "HEAD";
+    auto tail = [&](std::string_view prefix) -> std::optional<std::string_view> {
+        if (get && path.starts_with(prefix))
+            return path.substr(prefix.size());
+        return std::nullopt;
+    };
+
+    if (get && path == "/") {
+        co_await respond(send, 200, "Hello, world!");
+    } else if (path == "/echo") {
+        co_await echo(scope, receive, send);
+    } else if (get && path == "/headers") {
+        co_await headers(scope, send);
+    } else if (get && path == "/scope") {
+        co_await scope_json(scope, send);
+    } else if (auto n = tail("/bytes/"); n && number(*n)) {
+        co_await bytes(*number(*n), send);
+    } else if (auto n = tail("/stream/"); n && number(*n)) {
+        co_await stream(*number(*n), send);
+    } else if (auto code = tail("/status/"); code && number(*code) && *number(*code) >= 100 &&
+                                             *number(*code) <= 999) {
+        co_await send(http::response_start{.status = static_cast<int>(*number(*code))});
+        co_await send(http::response_body{});
+    } else if (auto ms = tail("/delay/"); ms && number(*ms)) {
+        net::steady_timer timer(co_await net::this_coro::executor, std::chrono::milliseconds(*number(*ms)));
+        co_await timer.async_wait(net::use_awaitable);
+        co_await respond(send, 200, "done");
+    } else if (get && path == "/error/before") {
+        throw std::runtime_error("failure before the response started");
+    } else if (get && path == "/error/after") {
+        co_await send(http::response_start{.status = 200, .headers = {{"content-length", "10"}}});
+        throw std::runtime_error("failure after the response started");
+    } else if (get && path == "/error/none") {
+        co_return;
+    } else if (get && path == "/pid") {
+        co_await respond(send, 200, std::to_string(::getpid()));
+    } else if (get && path == "/disconnect") {
+        for (;;) {
+            auto e = co_await receive();
+            if (std::holds_alternative<http::disconnect>(e))
+                break;
+        }
+        ++disconnects;
+    } else if (get && path == "/disconnects") {
+        co_await respond(send, 200, "{\"count\": " + std::to_string(disconnects) + "}", "application/json");
+    } else if (scope.method == "POST" && path == "/upload") {
+        std::uint64_t total = 0;
+        for (;;) {
+            auto e = co_await receive();
+            auto* chunk = std::get_if<http::request>(&e);
+            if (!chunk)
+                co_return;
+            total += chunk->body.size();
+            if (!chunk->more_body)
+                break;
+        }
+        co_await respond(send, 200, "{\"bytes\": " + std::to_string(total) + "}", "application/json");
+    } else {
+        co_await respond(send, 404, "Not Found");
+    }
+}
+
+} // namespace
+
+int
+main(int argc, char** argv)
+{
+    return cserve::run(app, argc, argv);
+}

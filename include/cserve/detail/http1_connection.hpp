@@ -1,0 +1,125 @@
+// cserve/detail/http1_connection.hpp -- one HTTP/1.1 connection mapped to the event model
+// SPDX-License-Identifier: BSL-1.0
+#ifndef CSERVE_DETAIL_HTTP1_CONNECTION_HPP
+#define CSERVE_DETAIL_HTTP1_CONNECTION_HPP
+
+#include <cserve/detail/config.hpp>
+#include <cserve/detail/request_parser.hpp>
+#include <cserve/detail/server_impl.hpp>
+#include <cserve/app.hpp>
+#include <cserve/event.hpp>
+#include <cserve/scope.hpp>
+
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace cserve::detail {
+
+// A session: reads requests with Beast's parser, runs the application once per request
+// and writes its responses. One coroutine (run) drives it; the application's receive()
+// and send() calls come in through the channel interface on the same executor.
+class http1_connection final : public std::enable_shared_from_this<http1_connection>,
+                               public list_hook,
+                               public channel {
+public:
+    CSERVE_DECL http1_connection(server_impl& srv, socket_type socket);
+    CSERVE_DECL ~http1_connection();
+
+    // The session; keeps the connection alive until it ends.
+    CSERVE_DECL static task<> run(std::shared_ptr<http1_connection> self);
+
+    // Graceful shutdown: close now if idle, else after the response in flight.
+    CSERVE_DECL void begin_drain() noexcept;
+
+    // Close the socket and cancel the application.
+    CSERVE_DECL void force_close() noexcept;
+
+    net::any_io_executor get_executor() noexcept { return socket_.get_executor(); }
+    net::cancellation_signal& cancel_signal() noexcept { return cancel_; }
+
+    CSERVE_DECL task<event> receive() override;
+    CSERVE_DECL task<> send(event e) override;
+
+private:
+    using clock = std::chrono::steady_clock;
+    enum class phase : unsigned char { idle, header, busy, closing };
+
+    task<> serve();
+    task<int> read_header();
+    int build_scope();
+    task<> call_app();
+    task<> respond_simple(int status, std::string_view body);
+    task<> write_error(int status);
+    task<bool> discard_body();
+    task<> close_gracefully();
+    task<event> read_body();
+    task<event> wait_disconnect();
+    task<> write_continue();
+    task<> write_body(std::string const& body, bool more);
+    task<> write_trailers(http::response_trailers const& t);
+    task<> write_out(net::const_buffer body, std::string_view tail);
+    void start_response(http::response_start& s);
+    void complete_response() noexcept;
+    void reset_request() noexcept;
+    void access_log() const;
+    void set_deadline(clock::time_point when);
+    void on_timer(boost::system::error_code ec);
+    std::size_t parse_buffered(boost::system::error_code& ec);
+
+    server_impl& srv_;
+    socket_type socket_;
+    net::steady_timer timer_;
+    net::steady_timer write_done_;
+    net::cancellation_signal cancel_;  // the session's: terminal on force_close
+    net::cancellation_signal monitor_; // the disconnect watch inside receive()
+    clock::time_point deadline_ = clock::time_point::max();
+
+    boost::beast::flat_buffer in_;
+    request_head head_info_;
+    body_target body_;
+    std::optional<request_parser> parser_;
+    std::string head_; // the request header block; the scope's views point into it
+    std::string out_;  // the response head and chunk framing waiting to be written
+    cserve::scope scope_;
+    std::string client_text_; // "host:port" for the access log
+
+    phase phase_ = phase::header;
+    bool timer_armed_ = false;
+    bool timed_out_ = false;
+    bool draining_ = false;
+    bool closed_ = false;
+    bool disconnected_ = false;
+    bool monitoring_ = false;
+    bool writing_ = false;
+
+    // Per request.
+    bool keep_alive_ = true;
+    bool head_request_ = false;
+    bool request_sent_ = false;
+    bool body_complete_ = false;
+    bool continue_pending_ = false;
+    bool bad_body_ = false;
+    bool started_ = false;
+    bool head_written_ = false;
+    bool body_done_ = false;
+    bool complete_ = false;
+    bool chunked_ = false;
+    bool no_body_ = false;
+    bool trailers_ = false;
+    bool trailer_open_ = false;
+    int status_ = 0;
+    std::optional<std::uint64_t> length_;
+    std::uint64_t sent_ = 0;
+};
+
+} // namespace cserve::detail
+
+#endif

@@ -1,0 +1,96 @@
+// cserve/detail/server_impl.hpp -- the state behind cserve::server
+// SPDX-License-Identifier: BSL-1.0
+#ifndef CSERVE_DETAIL_SERVER_IMPL_HPP
+#define CSERVE_DETAIL_SERVER_IMPL_HPP
+
+#include <cserve/detail/config.hpp>
+#include <cserve/app.hpp>
+#include <cserve/config.hpp>
+#include <cserve/log.hpp>
+#include <cserve/scope.hpp>
+#include <cserve/task.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/basic_socket_acceptor.hpp>
+#include <boost/asio/generic/stream_protocol.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/intrusive/list.hpp>
+
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace cserve::detail {
+
+namespace net = boost::asio;
+
+using socket_type = net::generic::stream_protocol::socket;
+using acceptor_type = net::basic_socket_acceptor<net::generic::stream_protocol, net::any_io_executor>;
+using list_hook = boost::intrusive::list_base_hook<>;
+
+class http1_connection;
+
+// The address of a socket endpoint: host and port for IP, the path for Unix sockets.
+CSERVE_DECL std::optional<address>
+to_address(net::generic::stream_protocol::endpoint const& ep);
+
+// Listeners, the registry of live connections and the shutdown sequence. Everything but
+// the registry runs on `executor_`; the registry is shared with connections that may run
+// on other strands, hence its mutex (taken once per connection, never per request).
+class server_impl {
+public:
+    CSERVE_DECL server_impl(net::io_context& ioc, app_function app, config cfg);
+    CSERVE_DECL ~server_impl();
+
+    CSERVE_DECL void listen(boost::system::error_code& ec);
+    CSERVE_DECL task<> serve();
+    CSERVE_DECL void shutdown() noexcept;
+    CSERVE_DECL void stop() noexcept;
+
+    // Called by a connection as it ends, on the connection's executor.
+    CSERVE_DECL void on_connection_closed(http1_connection& c) noexcept;
+
+    std::size_t
+    connection_count() const noexcept
+    {
+        std::lock_guard lock(mutex_);
+        return count_;
+    }
+
+    net::io_context& ioc_;
+    bool multi_threaded_;
+    net::any_io_executor executor_;
+    app_function app_;
+    config cfg_;
+    logger log_;
+    std::vector<acceptor_type> acceptors_;
+    std::vector<address> local_addresses_;
+
+private:
+    task<> run();
+    task<> accept_loop(acceptor_type& acceptor);
+    void start_connection(socket_type socket);
+    template <class F>
+    void for_each_connection(F f);
+    void close_listeners() noexcept;
+    void wake() noexcept;
+
+    mutable std::mutex mutex_;
+    boost::intrusive::list<http1_connection, boost::intrusive::base_hook<list_hook>> connections_;
+    std::size_t count_ = 0;
+
+    // On executor_ only.
+    net::steady_timer wake_timer_;
+    bool shutdown_requested_ = false;
+    bool stop_requested_ = false;
+    bool draining_ = false;
+    std::size_t accept_loops_ = 0;
+};
+
+} // namespace cserve::detail
+
+#endif

@@ -1,0 +1,130 @@
+// cserve/scope.hpp -- what the server tells an application about a connection (ASGI scope)
+// SPDX-License-Identifier: BSL-1.0
+#ifndef CSERVE_SCOPE_HPP
+#define CSERVE_SCOPE_HPP
+
+#include <cserve/detail/config.hpp>
+
+#include <any>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace cserve {
+
+/// The kind of a scope.
+enum class scope_type {
+    http,      ///< one HTTP request and its response
+    websocket, ///< one WebSocket connection
+    lifespan,  ///< the application's startup and shutdown
+};
+
+/// One received header field: a lower-cased name and its value, both views.
+using header_view = std::pair<std::string_view, std::string_view>;
+
+/// A network address: host and port for TCP, the socket path (port 0) for Unix sockets.
+struct address {
+    std::string host;
+    std::uint16_t port = 0;
+
+    friend bool operator==(address const&, address const&) = default;
+};
+
+/** Lifespan state, shared between the lifespan scope and every connection.
+
+    Each connection scope receives a shallow copy of the map as the lifespan startup left
+    it: the map itself is copied, so keys a connection adds or removes stay its own, but
+    each value is copied as a `std::any`. To share one object between connections (a pool,
+    a cache), store a `std::shared_ptr` to it: every copy then points to the same object,
+    which is what "shallow" means in Python's ASGI servers.
+*/
+using state_map = std::map<std::string, std::any, std::less<>>;
+
+/** The ASGI connection scope.
+
+    For an HTTP request the server fills in every field before the application is called.
+    The scope is owned by the connection and reused from one request to the next.
+
+    @par Lifetime
+    The scope and every view in it (`method`, `headers`, `query_string`, ...) point into
+    buffers the connection owns. They stay valid until the application coroutine that
+    received the scope returns; copy what must live longer.
+
+    @par Thread Safety
+    Distinct objects: safe. Shared objects: unsafe; a scope belongs to one connection.
+*/
+struct scope {
+    scope_type type = scope_type::http;
+
+    /// "1.0" or "1.1".
+    std::string_view http_version;
+
+    /// The request method as received, such as "GET" (upper case by convention).
+    std::string_view method;
+
+    /// "http" or "https"; "ws" or "wss" for WebSocket.
+    std::string_view scheme;
+
+    /// The request path, percent-decoded, with `root_path` in front (as uvicorn does).
+    std::string path;
+
+    /// The request path as received (not decoded), with `root_path` in front; no query.
+    std::string raw_path;
+
+    /// The part of the target after '?', as received (not decoded); empty when none.
+    std::string_view query_string;
+
+    /// The mount point of the application (config::root_path).
+    std::string_view root_path;
+
+    /// The request header fields in received order, duplicates kept, names lower-cased.
+    std::vector<header_view> headers;
+
+    /// The peer, when known.
+    std::optional<address> client;
+
+    /// The local address that accepted the connection, when known.
+    std::optional<address> server;
+
+    /// WebSocket subprotocols offered by the client, in order.
+    std::vector<std::string_view> subprotocols;
+
+    /// Lifespan state: see state_map.
+    state_map state;
+
+    /// The ASGI extensions this server supports for the scope, such as
+    /// "http.response.trailers".
+    std::vector<std::string_view> extensions;
+
+    /** The value of the first header field named `name`, if any.
+
+        @param name A lower-case field name.
+    */
+    std::optional<std::string_view>
+    header(std::string_view name) const noexcept
+    {
+        for (auto const& [n, v] : headers)
+            if (n == name)
+                return v;
+        return std::nullopt;
+    }
+
+    /// Whether the server supports the ASGI extension `name`.
+    bool
+    has_extension(std::string_view name) const noexcept
+    {
+        for (auto e : extensions)
+            if (e == name)
+                return true;
+        return false;
+    }
+};
+
+} // namespace cserve
+
+#endif
