@@ -59,7 +59,7 @@ private:
     task<> respond_simple(int status, std::string_view body);
     task<> write_error(int status);
     task<bool> discard_body();
-    task<> close_gracefully();
+    task<> close_gracefully(bool linger);
     task<event> read_body();
     task<event> wait_disconnect();
     task<> write_continue();

@@ -82,6 +82,7 @@ private:
     mutable std::mutex mutex_;
     boost::intrusive::list<http1_connection, boost::intrusive::base_hook<list_hook>> connections_;
     std::size_t count_ = 0;
+    std::size_t pending_wakes_ = 0;
 
     // On executor_ only.
     net::steady_timer wake_timer_;

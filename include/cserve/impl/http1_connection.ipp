@@ -317,6 +317,7 @@ http1_connection::serve()
     }
 
     set_deadline(clock::now() + srv_.cfg_.timeout_request_header);
+    bool linger = false; // whether unread input may follow: see close_gracefully
     for (;;) {
         int status = co_await read_header();
         if (status < 0)
@@ -325,6 +326,7 @@ http1_connection::serve()
             status = build_scope();
         if (status > 0) {
             co_await write_error(status);
+            linger = true;
             break;
         }
         phase_ = phase::busy;
@@ -332,14 +334,16 @@ http1_connection::serve()
         co_await call_app();
         if (closed_)
             co_return;
+        linger = !body_complete_ || in_.size() > 0;
         if (!keep_alive_ || draining_)
             break;
         if (!body_complete_ && !co_await discard_body())
             break;
+        linger = false;
         reset_request();
     }
     if (!closed_)
-        co_await close_gracefully();
+        co_await close_gracefully(linger);
     timer_.cancel();
 }
 
@@ -576,7 +580,6 @@ http1_connection::write_error(int status)
     out_ += "\r\nconnection: close\r\n\r\n";
     out_ += body;
     keep_alive_ = false;
-    bad_body_ = true; // the rest of the input is not a request: linger before closing
     auto [ec, n] = co_await net::async_write(socket_, net::buffer(out_), http1::use_tuple);
     if (ec)
         disconnected_ = true;
@@ -630,13 +633,12 @@ http1_connection::discard_body()
 }
 
 task<>
-http1_connection::close_gracefully()
+http1_connection::close_gracefully(bool linger)
 {
     phase_ = phase::closing;
     boost::system::error_code ec;
-    bool unread = in_.size() > 0 || bad_body_ || !body_complete_;
     socket_.shutdown(net::socket_base::shutdown_send, ec);
-    if (!ec && unread && !disconnected_) {
+    if (!ec && linger && !disconnected_) {
         // Lingering close: a peer that is still sending would otherwise get a reset that
         // can destroy the response it has not read yet.
         set_deadline(clock::now() + http1::linger_time);

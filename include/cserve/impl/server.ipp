@@ -161,11 +161,19 @@ server_impl::on_connection_closed(http1_connection& c) noexcept
         }
         last = count_ == 0;
     }
-    if (last)
+    if (last) {
+        {
+            std::lock_guard lock(mutex_);
+            ++pending_wakes_;
+        }
         net::post(executor_, [this] {
-            if (draining_)
-                wake();
+            {
+                std::lock_guard lock(mutex_);
+                --pending_wakes_;
+            }
+            wake();
         });
+    }
 }
 
 void
@@ -179,6 +187,8 @@ server_impl::start_connection(socket_type socket)
     }
     auto ex = c->get_executor();
     auto& signal = c->cancel_signal();
+    if (draining_)
+        net::post(ex, [c] { c->begin_drain(); });
     net::co_spawn(ex, http1_connection::run(c),
                   net::bind_cancellation_slot(signal.slot(), [this](std::exception_ptr e) {
                       if (!e)
@@ -205,6 +215,8 @@ server_impl::accept_loop(acceptor_type& acceptor)
         auto ex = multi_threaded_ ? net::any_io_executor(net::make_strand(ioc_))
                                   : net::any_io_executor(ioc_.get_executor());
         auto [ec, socket] = co_await acceptor.async_accept(ex, use_tuple);
+        if (!ec)
+            start_connection(std::move(socket)); // even when closing: it is drained like the rest
         if (!acceptor.is_open() || ec == net::error::operation_aborted)
             co_return;
         if (ec) {
@@ -217,9 +229,7 @@ server_impl::accept_loop(acceptor_type& acceptor)
                 backoff.expires_after(std::chrono::milliseconds(100));
                 co_await backoff.async_wait(use_tuple);
             }
-            continue;
         }
-        start_connection(std::move(socket));
     }
 }
 
@@ -284,7 +294,12 @@ server_impl::run()
                                              " running task(s), timeout graceful shutdown exceeded");
         for_each_connection([](http1_connection& c) { c.force_close(); });
     }
-    while (connection_count() > 0 || accept_loops_ > 0) {
+    // Also wait for the wake-ups connections posted as they ended: they refer to this object.
+    auto busy = [this] {
+        std::lock_guard lock(mutex_);
+        return count_ > 0 || pending_wakes_ > 0 || accept_loops_ > 0;
+    };
+    while (busy()) {
         wake_timer_.expires_at(std::chrono::steady_clock::time_point::max());
         co_await wake_timer_.async_wait(use_tuple);
         if (stop_requested_)
