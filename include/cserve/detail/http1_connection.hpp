@@ -52,27 +52,27 @@ private:
     using clock = std::chrono::steady_clock;
     enum class phase : unsigned char { idle, header, busy, closing };
 
-    task<> serve();
-    task<int> read_header();
-    int build_scope();
-    task<> call_app();
-    task<> respond_simple(int status, std::string_view body);
-    task<> write_error(int status);
-    task<bool> discard_body();
-    task<> close_gracefully(bool linger);
-    task<event> read_body();
-    task<event> wait_disconnect();
-    task<> write_continue();
-    task<> write_body(std::string const& body, bool more);
-    task<> write_trailers(http::response_trailers const& t);
-    task<> write_out(net::const_buffer body, std::string_view tail);
-    void start_response(http::response_start& s);
-    void complete_response() noexcept;
-    void reset_request() noexcept;
-    void access_log() const;
-    void set_deadline(clock::time_point when);
-    void on_timer(boost::system::error_code ec);
-    std::size_t parse_buffered(boost::system::error_code& ec);
+    CSERVE_DECL task<> serve();
+    CSERVE_DECL task<int> read_header();
+    CSERVE_DECL int build_scope();
+    CSERVE_DECL task<> call_app();
+    CSERVE_DECL task<> respond_simple(int status, std::string_view body);
+    CSERVE_DECL task<> write_error(int status);
+    CSERVE_DECL task<bool> discard_body();
+    CSERVE_DECL task<> close_gracefully(bool linger);
+    CSERVE_DECL task<event> read_body();
+    CSERVE_DECL task<event> wait_disconnect();
+    CSERVE_DECL task<> write_continue();
+    CSERVE_DECL task<> write_body(std::string const& body, bool more);
+    CSERVE_DECL task<> write_trailers(http::response_trailers const& t);
+    CSERVE_DECL task<> write_out(net::const_buffer body, std::string_view tail);
+    CSERVE_DECL void start_response(http::response_start& s);
+    CSERVE_DECL void complete_response() noexcept;
+    CSERVE_DECL void reset_request() noexcept;
+    CSERVE_DECL void access_log() const;
+    CSERVE_DECL void set_deadline(clock::time_point when);
+    CSERVE_DECL void on_timer(boost::system::error_code ec);
+    CSERVE_DECL std::size_t parse_buffered(boost::system::error_code& ec);
 
     server_impl& srv_;
     socket_type socket_;
@@ -91,7 +91,7 @@ private:
     cserve::scope scope_;
     std::string client_text_; // "host:port" for the access log
 
-    phase phase_ = phase::header;
+    phase phase_ = phase::idle; // a new connection counts as idle until its first byte
     bool timer_armed_ = false;
     bool timed_out_ = false;
     bool draining_ = false;

@@ -155,8 +155,19 @@ private:
             auto final_coding = trim(last == std::string_view::npos ? v : v.substr(last + 1));
             if (!boost::beast::iequals(final_coding, "chunked"))
                 return reject(400, ec);
-            if (last != std::string_view::npos)
+            if (last != std::string_view::npos) {
+                // chunked applied twice is malformed (§7: "MUST NOT apply chunked more than
+                // once"); any other coding before it is one this server cannot decode.
+                auto before = v.substr(0, last);
+                for (auto comma = before.find(','); ; comma = before.find(',')) {
+                    if (boost::beast::iequals(trim(before.substr(0, comma)), "chunked"))
+                        return reject(400, ec);
+                    if (comma == std::string_view::npos)
+                        break;
+                    before.remove_prefix(comma + 1);
+                }
                 return reject(501, ec);
+            }
             break;
         }
         case field::expect:

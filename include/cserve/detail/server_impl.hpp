@@ -71,13 +71,13 @@ public:
     std::vector<address> local_addresses_;
 
 private:
-    task<> run();
-    task<> accept_loop(acceptor_type& acceptor);
-    void start_connection(socket_type socket);
+    CSERVE_DECL task<> run();
+    CSERVE_DECL task<> accept_loop(acceptor_type& acceptor);
+    CSERVE_DECL void start_connection(socket_type socket);
     template <class F>
     void for_each_connection(F f);
-    void close_listeners() noexcept;
-    void wake() noexcept;
+    CSERVE_DECL void close_listeners() noexcept;
+    CSERVE_DECL void wake() noexcept;
 
     mutable std::mutex mutex_;
     boost::intrusive::list<http1_connection, boost::intrusive::base_hook<list_hook>> connections_;

@@ -196,6 +196,20 @@ error_body(int status) noexcept
     }
 }
 
+// Whether the request line in `block` ends in a well-formed HTTP-version ("HTTP/" DIGIT "."
+// DIGIT), so that an unsupported version (505) can be told from a malformed one (400).
+inline bool
+well_formed_version(std::string_view block) noexcept
+{
+    auto line = block.substr(0, block.find("\r\n"));
+    auto space = line.rfind(' ');
+    if (space == std::string_view::npos)
+        return false;
+    auto v = line.substr(space + 1);
+    auto digit = [](char c) { return c >= '0' && c <= '9'; };
+    return v.size() == 8 && v.substr(0, 5) == "HTTP/" && digit(v[5]) && v[6] == '.' && digit(v[7]);
+}
+
 // Clears the body target when a body read ends, however it ends.
 struct body_scope {
     body_target& target;
@@ -406,6 +420,9 @@ http1_connection::read_header()
                     co_return head_info_.reject_status;
                 if (ec == boost::beast::http::error::header_limit)
                     co_return 431;
+                if (ec == boost::beast::http::error::bad_version &&
+                    http1::well_formed_version(std::string_view(head_info_.base, head_info_.size)))
+                    co_return 505; // HTTP/2.0 and friends: understood, not supported
                 co_return 400;
             }
             if (in_.size() >= limit)
@@ -836,6 +853,13 @@ http1_connection::start_response(http::response_start& s)
         keep_alive_ = false;
     if (continue_pending_ && !body_complete_)
         keep_alive_ = false; // the client still holds the body back: it cannot be read past
+    if (!body_complete_) {
+        // An unread body bigger than what is drained afterwards: say now that this
+        // connection ends with the response.
+        auto remaining = parser_->content_length_remaining();
+        if (remaining && *remaining > http1::discard_limit)
+            keep_alive_ = false;
+    }
     chunked_ = false;
     bool add_chunked = false;
     if (bodiless_status || length_) {
