@@ -18,6 +18,15 @@
 //   GET /disconnect       waits for the client to go, counts it
 //   GET /disconnects      {"count": N}
 //   POST /upload          reads the body, {"bytes": N}
+//   GET /state            {"startup_ran": true} once the lifespan startup has run
+//
+// WebSocket routes:
+//   /ws/echo              accepts (first offered subprotocol), echoes text as text, bytes as bytes
+//   /ws/reject            closes before accepting: HTTP 403
+//   /ws/deny              a denial response of its own: 401 "denied"
+//   /ws/close/{code}      accepts, then closes with that code and reason "bye"
+//   /ws/scope             accepts, sends the scope as JSON text, closes 1000
+//   /ws/stream/{n}        accepts, sends n text messages "msg {i}", closes 1000
 #include <cserve/cserve.hpp>
 
 #include <boost/asio/steady_timer.hpp>
@@ -191,11 +200,100 @@ stream(std::uint64_t n, cserve::send send)
     co_await send(http::response_body{});
 }
 
+namespace ws = cserve::websocket;
+
+cserve::task<>
+lifespan(cserve::scope& scope, cserve::receive receive, cserve::send send)
+{
+    for (;;) {
+        auto e = co_await receive();
+        if (std::holds_alternative<cserve::lifespan::startup>(e)) {
+            scope.state["startup_ran"] = true;
+            co_await send(cserve::lifespan::startup_complete{});
+        } else if (std::holds_alternative<cserve::lifespan::shutdown>(e)) {
+            co_await send(cserve::lifespan::shutdown_complete{});
+            co_return;
+        }
+    }
+}
+
+std::string
+scope_text(cserve::scope& scope)
+{
+    std::string json = "{\"type\": ";
+    append_json_string(json, scope.type == cserve::scope_type::websocket ? "websocket" : "http");
+    json += ", \"path\": ";
+    append_json_string(json, scope.path);
+    json += ", \"query_string\": ";
+    append_json_string(json, scope.query_string);
+    json += ", \"scheme\": ";
+    append_json_string(json, scope.scheme);
+    json += ", \"subprotocols\": [";
+    for (std::size_t i = 0; i < scope.subprotocols.size(); ++i) {
+        if (i)
+            json += ", ";
+        append_json_string(json, scope.subprotocols[i]);
+    }
+    json += "], \"client\": ";
+    append_address(json, scope.client);
+    json += '}';
+    return json;
+}
+
+cserve::task<>
+websocket_app(cserve::scope& scope, cserve::receive receive, cserve::send send)
+{
+    std::string_view path = scope.path;
+    if (path.starts_with(scope.root_path))
+        path.remove_prefix(scope.root_path.size());
+    co_await receive(); // websocket.connect
+
+    if (path == "/ws/echo") {
+        ws::accept a;
+        if (!scope.subprotocols.empty())
+            a.subprotocol = std::string(scope.subprotocols.front());
+        co_await send(std::move(a));
+        for (;;) {
+            auto e = co_await receive();
+            auto* m = std::get_if<ws::receive>(&e);
+            if (!m)
+                co_return; // disconnect
+            co_await send(ws::send{.bytes = std::move(m->bytes), .text = std::move(m->text)});
+        }
+    } else if (path == "/ws/reject") {
+        co_await send(ws::close{});
+    } else if (path == "/ws/deny") {
+        co_await send(http::response_start{.status = 401, .headers = {{"content-type", "text/plain"}, {"content-length", "6"}}});
+        co_await send(http::response_body{.body = "denied"});
+    } else if (path.starts_with("/ws/close/") && number(path.substr(10))) {
+        co_await send(ws::accept{});
+        co_await send(ws::close{.code = static_cast<int>(*number(path.substr(10))), .reason = "bye"});
+    } else if (path == "/ws/scope") {
+        co_await send(ws::accept{});
+        co_await send(ws::send{.text = scope_text(scope)});
+        co_await send(ws::close{.code = 1000});
+    } else if (path.starts_with("/ws/stream/") && number(path.substr(11))) {
+        co_await send(ws::accept{});
+        auto n = *number(path.substr(11));
+        for (std::uint64_t i = 0; i < n; ++i)
+            co_await send(ws::send{.text = "msg " + std::to_string(i)});
+        co_await send(ws::close{.code = 1000});
+    } else {
+        co_await send(ws::close{}); // unknown route: 403
+    }
+}
+
 cserve::task<>
 app(cserve::scope& scope, cserve::receive receive, cserve::send send)
 {
-    if (scope.type != cserve::scope_type::http)
+    if (scope.type == cserve::scope_type::lifespan) {
+        co_await lifespan(scope, receive, send);
         co_return;
+    }
+    if (scope.type == cserve::scope_type::websocket) {
+        co_await websocket_app(scope, receive, send);
+        co_return;
+    }
     std::string_view path = scope.path;
     if (path.starts_with(scope.root_path))
         path.remove_prefix(scope.root_path.size());
@@ -242,6 +340,9 @@ app(cserve::scope& scope, cserve::receive receive, cserve::send send)
                 break;
         }
         ++disconnects;
+    } else if (get && path == "/state") {
+        bool ran = scope.state.contains("startup_ran");
+        co_await respond(send, 200, ran ? "{\"startup_ran\": true}" : "{\"startup_ran\": false}", "application/json");
     } else if (get && path == "/disconnects") {
         co_await respond(send, 200, "{\"count\": " + std::to_string(disconnects) + "}", "application/json");
     } else if (scope.method == "POST" && path == "/upload") {

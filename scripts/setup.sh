@@ -19,6 +19,7 @@ packages=(
   python3             # tests/integration/*.py ...
   python3-httpx       # ... their HTTP client
   python3-websockets  # ... and WebSocket client
+  chromium            # headless browser for tests/integration/chat_e2e_test.py
 )
 
 missing=()

@@ -15,6 +15,16 @@
 
 namespace cserve {
 
+/// How the lifespan protocol is used (--lifespan).
+enum class lifespan_mode {
+    /// Run it; an application that throws on the lifespan scope is taken not to support it.
+    automatic,
+    /// Run it; an application that fails it stops the server from starting.
+    on,
+    /// Do not run it.
+    off,
+};
+
 /** The settings of a server, with uvicorn's names and defaults.
 
     Every field has a command-line flag of the same name (underscores become dashes) when
@@ -35,6 +45,17 @@ struct config {
     /// Port to bind; 0 picks a free one (see server::port()). (--port)
     std::uint16_t port = 8000;
 
+    /// Bind to this Unix domain socket instead of host and port; a stale socket file is
+    /// replaced. (--uds)
+    std::string uds;
+
+    /// The permission bits of the Unix socket file. (--uds-mode, octal)
+    unsigned uds_mode = 0666;
+
+    /// Serve on this already open listening socket (inherited from the parent) instead of
+    /// binding. (--fd)
+    int fd = -1;
+
     /// The listen(2) backlog. (--backlog)
     int backlog = 2048;
 
@@ -49,6 +70,25 @@ struct config {
 
     /// The mount point of the application, put in front of every scope's path. (--root-path)
     std::string root_path;
+
+    /// Believe X-Forwarded-For and X-Forwarded-Proto from `forwarded_allow_ips` (see
+    /// proxy_headers()). (--proxy-headers / --no-proxy-headers)
+    bool proxy_headers = true;
+
+    /// The proxies trusted for `proxy_headers`: addresses, CIDR networks or "*".
+    /// (--forwarded-allow-ips; the FORWARDED_ALLOW_IPS environment variable sets the default)
+    std::string forwarded_allow_ips = "127.0.0.1";
+
+    /// Past this many open connections requests are answered 503. (--limit-concurrency)
+    std::optional<std::size_t> limit_concurrency;
+
+    /// After this many requests the server shuts down gracefully (a supervisor then
+    /// starts a fresh worker). (--limit-max-requests)
+    std::optional<std::uint64_t> limit_max_requests;
+
+    /// A random 0..jitter is added to limit_max_requests, so that workers started
+    /// together do not all restart together. (--limit-max-requests-jitter)
+    std::uint64_t limit_max_requests_jitter = 0;
 
     /// Close a keep-alive connection idle this long. (--timeout-keep-alive, seconds)
     std::chrono::milliseconds timeout_keep_alive = std::chrono::seconds(5);
@@ -72,6 +112,28 @@ struct config {
 
     /// Extra headers added to every response. (--header NAME:VALUE, repeatable)
     header_list headers;
+
+    /// The lifespan protocol. (--lifespan auto|on|off)
+    lifespan_mode lifespan = lifespan_mode::automatic;
+
+    /// Serve WebSocket upgrades; false answers them as plain HTTP. (--ws auto|none)
+    bool ws = true;
+
+    /// The largest WebSocket message accepted; bigger closes with 1009. (--ws-max-size)
+    std::size_t ws_max_size = 16 * 1024 * 1024;
+
+    /// How many received WebSocket messages wait for the application before the server
+    /// stops reading from the client. (--ws-max-queue)
+    std::size_t ws_max_queue = 32;
+
+    /// Ping an open WebSocket this often; none sends no pings. (--ws-ping-interval)
+    std::optional<std::chrono::milliseconds> ws_ping_interval = std::chrono::seconds(20);
+
+    /// Close with 1011 when a ping has had no pong for this long. (--ws-ping-timeout)
+    std::optional<std::chrono::milliseconds> ws_ping_timeout = std::chrono::seconds(20);
+
+    /// Offer permessage-deflate compression. (--ws-per-message-deflate BOOL)
+    bool ws_per_message_deflate = true;
 };
 
 } // namespace cserve

@@ -37,6 +37,10 @@ enum class error {
 
     /// A command-line flag or configuration value is invalid.
     invalid_config,
+
+    /// The application reported "lifespan.startup.failed", or failed the lifespan
+    /// protocol with --lifespan on.
+    startup_failed,
 };
 
 /// The category of cserve::error; its name is "cserve".

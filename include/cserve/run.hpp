@@ -29,7 +29,10 @@ struct command_line {
 
 /** Parses uvicorn-style flags (`--port 8000`, `--port=8000`) into a config.
 
-    Flags start from `defaults`.
+    Settings come from `defaults`, then the environment (`CSERVE_<FLAG>` for every flag
+    that takes a value, such as `CSERVE_PORT=9000`; `CSERVE_<SWITCH>=true|false` for each
+    `--x` / `--no-x` pair, such as `CSERVE_ACCESS_LOG=false`; `FORWARDED_ALLOW_IPS`), then
+    the command line.
 
     @throws usage_error naming the flag for an unknown flag or a bad value.
 */

@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -56,7 +57,10 @@ public:
 
         @param ioc The io_context that runs the listeners, connections and the application.
         @param app The application, called once per request.
-        @param cfg The settings.
+        @param cfg The settings. With `cfg.proxy_headers` the application is wrapped in
+    proxy_headers() trusting `cfg.forwarded_allow_ips`.
+
+    @throws std::invalid_argument when `cfg.forwarded_allow_ips` is not a valid list.
     */
     CSERVE_DECL server(boost::asio::io_context& ioc, app_function app, config cfg = {});
 
@@ -97,6 +101,13 @@ public:
 
     /// Closes the listeners and every connection now, cancelling applications.
     CSERVE_DECL void stop() noexcept;
+
+    /** Sets a function called once the server accepts connections: after its listeners
+        are bound and the lifespan startup is complete. `run()` uses it to tell systemd.
+
+        It runs on the server's executor; call this before `serve()`.
+    */
+    CSERVE_DECL void on_ready(std::function<void()> f);
 
     /// The port of the first listener (the chosen one when config::port is 0); 0 when unbound.
     CSERVE_DECL std::uint16_t port() const noexcept;

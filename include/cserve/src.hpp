@@ -14,6 +14,7 @@
 #include <cserve/impl/error.ipp>
 #include <cserve/impl/event.ipp>
 #include <cserve/impl/log.ipp>
+#include <cserve/impl/proxy_headers.ipp>
 #include <cserve/impl/run.ipp>
 #include <cserve/impl/server.ipp>
 

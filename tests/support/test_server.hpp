@@ -139,6 +139,8 @@ test_config()
     cfg.port = 0;
     cfg.access_log = false;
     cfg.log_level = cserve::log_level::debug;
+    // Protocol tests call their app for HTTP scopes only; lifespan tests turn it back on.
+    cfg.lifespan = cserve::lifespan_mode::off;
     return cfg;
 }
 
@@ -372,6 +374,41 @@ wait_for(ms d)
     net::steady_timer t(co_await net::this_coro::executor, d);
     co_await t.async_wait(use_tuple);
 }
+
+/** A one-shot event that coroutines on one io_context can await with a limit.
+
+    `set()` wakes every waiter; `wait(limit)` completes at once when the flag is already
+    set, else when it is set or `limit` passes, and says whether it was set. Use it from
+    the io_context's thread only (no locking).
+*/
+class flag {
+public:
+    void
+    set() noexcept
+    {
+        set_ = true;
+        for (auto* t : waiters_)
+            t->cancel();
+    }
+
+    bool is_set() const noexcept { return set_; }
+
+    cserve::task<bool>
+    wait(ms limit)
+    {
+        if (set_)
+            co_return true;
+        net::steady_timer t(co_await net::this_coro::executor, limit);
+        waiters_.push_back(&t);
+        co_await t.async_wait(use_tuple);
+        std::erase(waiters_, &t);
+        co_return set_;
+    }
+
+private:
+    std::vector<net::steady_timer*> waiters_;
+    bool set_ = false;
+};
 
 struct read_result {
     std::string data;

@@ -5,7 +5,9 @@
 #include "catch.hpp"
 
 #include <chrono>
+#include <cstdlib>
 #include <initializer_list>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -198,4 +200,333 @@ TEST_CASE("run: usage() names the program and lists every flag", "[run][usage]")
         CHECK(text.find(flag) != std::string::npos);
     }
     CHECK(text.find("[default: 8000]") != std::string::npos);
+}
+
+//------------------------------------------------------------------------------
+// Listening, proxy, limit, lifespan and WebSocket flags
+
+TEST_CASE("run: the listening flags set uds, uds_mode and fd", "[run][flags][listen]")
+{
+    SECTION("defaults")
+    {
+        auto cl = parse({});
+        CHECK(cl.cfg.uds.empty());
+        CHECK(cl.cfg.uds_mode == 0666u);
+        CHECK(cl.cfg.fd == -1);
+    }
+    SECTION("--uds")
+    {
+        CHECK(parse({"--uds", "/tmp/cserve.sock"}).cfg.uds == "/tmp/cserve.sock");
+        CHECK(parse({"--uds=/run/app.sock"}).cfg.uds == "/run/app.sock");
+    }
+    SECTION("--uds-mode is octal")
+    {
+        CHECK(parse({"--uds-mode", "600"}).cfg.uds_mode == 0600u);
+        CHECK(parse({"--uds-mode=0660"}).cfg.uds_mode == 0660u);
+        CHECK(parse({"--uds-mode", "777"}).cfg.uds_mode == 0777u);
+        CHECK(parse({"--uds-mode", "0"}).cfg.uds_mode == 0u);
+    }
+    SECTION("--fd")
+    {
+        CHECK(parse({"--fd", "5"}).cfg.fd == 5);
+        CHECK(parse({"--fd=0"}).cfg.fd == 0);
+    }
+}
+
+TEST_CASE("run: bad listening flag values throw usage_error naming the flag", "[run][flags][listen][errors]")
+{
+    CHECK(usage_error_of({"--uds-mode", "999"}).find("--uds-mode") != std::string::npos);
+    CHECK(usage_error_of({"--uds-mode", "8"}).find("--uds-mode") != std::string::npos);
+    CHECK(usage_error_of({"--uds-mode", "rw"}).find("--uds-mode") != std::string::npos);
+    CHECK(usage_error_of({"--uds-mode", "-600"}).find("--uds-mode") != std::string::npos);
+    CHECK(usage_error_of({"--uds-mode="}).find("--uds-mode") != std::string::npos);
+    CHECK(usage_error_of({"--uds-mode", "17777"}).find("--uds-mode") != std::string::npos);
+    CHECK(usage_error_of({"--fd", "-1"}).find("--fd") != std::string::npos);
+    CHECK(usage_error_of({"--fd", "three"}).find("--fd") != std::string::npos);
+    CHECK(usage_error_of({"--uds"}).find("--uds") != std::string::npos);
+}
+
+TEST_CASE("run: the proxy flags set proxy_headers and forwarded_allow_ips", "[run][flags][proxy]")
+{
+    SECTION("defaults")
+    {
+        auto cl = parse({});
+        CHECK(cl.cfg.proxy_headers);
+        CHECK(cl.cfg.forwarded_allow_ips == "127.0.0.1");
+    }
+    SECTION("--no-proxy-headers and back")
+    {
+        CHECK_FALSE(parse({"--no-proxy-headers"}).cfg.proxy_headers);
+        CHECK(parse({"--no-proxy-headers", "--proxy-headers"}).cfg.proxy_headers);
+    }
+    SECTION("--forwarded-allow-ips keeps the list as given")
+    {
+        CHECK(parse({"--forwarded-allow-ips", "10.0.0.0/8,127.0.0.1"}).cfg.forwarded_allow_ips ==
+              "10.0.0.0/8,127.0.0.1");
+        CHECK(parse({"--forwarded-allow-ips=*"}).cfg.forwarded_allow_ips == "*");
+        CHECK(parse({"--forwarded-allow-ips", "fd00::/8, ::1"}).cfg.forwarded_allow_ips == "fd00::/8, ::1");
+    }
+    SECTION("a bad list is a usage_error naming the flag")
+    {
+        CHECK_THROWS_AS(parse({"--forwarded-allow-ips", "bogus"}), cserve::usage_error);
+        CHECK(usage_error_of({"--forwarded-allow-ips", "bogus"}).find("--forwarded-allow-ips") != std::string::npos);
+        CHECK(usage_error_of({"--forwarded-allow-ips", "127.0.0.1,10.0.0.0/99"}).find("--forwarded-allow-ips") !=
+              std::string::npos);
+    }
+}
+
+TEST_CASE("run: the limit flags set limit_concurrency, limit_max_requests and the jitter", "[run][flags][limits]")
+{
+    SECTION("defaults: no limits")
+    {
+        auto cl = parse({});
+        CHECK_FALSE(cl.cfg.limit_concurrency);
+        CHECK_FALSE(cl.cfg.limit_max_requests);
+        CHECK(cl.cfg.limit_max_requests_jitter == 0u);
+    }
+    SECTION("values")
+    {
+        auto cl = parse({"--limit-concurrency", "10", "--limit-max-requests", "100", "--limit-max-requests-jitter", "5"});
+        REQUIRE(cl.cfg.limit_concurrency);
+        CHECK(*cl.cfg.limit_concurrency == 10u);
+        REQUIRE(cl.cfg.limit_max_requests);
+        CHECK(*cl.cfg.limit_max_requests == 100u);
+        CHECK(cl.cfg.limit_max_requests_jitter == 5u);
+    }
+    SECTION("bad values")
+    {
+        CHECK(usage_error_of({"--limit-concurrency", "0"}).find("--limit-concurrency") != std::string::npos);
+        CHECK(usage_error_of({"--limit-concurrency", "-3"}).find("--limit-concurrency") != std::string::npos);
+        CHECK(usage_error_of({"--limit-max-requests", "0"}).find("--limit-max-requests") != std::string::npos);
+        CHECK(usage_error_of({"--limit-max-requests", "many"}).find("--limit-max-requests") != std::string::npos);
+        CHECK(usage_error_of({"--limit-max-requests-jitter", "-1"}).find("--limit-max-requests-jitter") !=
+              std::string::npos);
+    }
+}
+
+TEST_CASE("run: --lifespan takes auto, on or off", "[run][flags][lifespan]")
+{
+    CHECK(parse({}).cfg.lifespan == cserve::lifespan_mode::automatic);
+    CHECK(parse({"--lifespan", "on"}).cfg.lifespan == cserve::lifespan_mode::on);
+    CHECK(parse({"--lifespan", "off"}).cfg.lifespan == cserve::lifespan_mode::off);
+    CHECK(parse({"--lifespan", "off", "--lifespan=auto"}).cfg.lifespan == cserve::lifespan_mode::automatic);
+    CHECK_THROWS_AS(parse({"--lifespan", "bad"}), cserve::usage_error);
+    CHECK(usage_error_of({"--lifespan", "bad"}).find("--lifespan") != std::string::npos);
+}
+
+TEST_CASE("run: the WebSocket flags set the ws_ fields", "[run][flags][ws]")
+{
+    SECTION("defaults")
+    {
+        auto cl = parse({});
+        CHECK(cl.cfg.ws);
+        CHECK(cl.cfg.ws_max_size == 16u * 1024 * 1024);
+        CHECK(cl.cfg.ws_max_queue == 32u);
+        REQUIRE(cl.cfg.ws_ping_interval);
+        CHECK(*cl.cfg.ws_ping_interval == 20s);
+        REQUIRE(cl.cfg.ws_ping_timeout);
+        CHECK(*cl.cfg.ws_ping_timeout == 20s);
+        CHECK(cl.cfg.ws_per_message_deflate);
+    }
+    SECTION("--ws none and auto; a bad value")
+    {
+        CHECK_FALSE(parse({"--ws", "none"}).cfg.ws);
+        CHECK(parse({"--ws", "none", "--ws=auto"}).cfg.ws);
+        CHECK(usage_error_of({"--ws", "bad"}).find("--ws") != std::string::npos);
+    }
+    SECTION("--ws-max-size and --ws-max-queue")
+    {
+        auto cl = parse({"--ws-max-size", "1024", "--ws-max-queue", "4"});
+        CHECK(cl.cfg.ws_max_size == 1024u);
+        CHECK(cl.cfg.ws_max_queue == 4u);
+        CHECK(usage_error_of({"--ws-max-size", "0"}).find("--ws-max-size") != std::string::npos);
+        CHECK(usage_error_of({"--ws-max-queue", "x"}).find("--ws-max-queue") != std::string::npos);
+    }
+    SECTION("ping interval and timeout are seconds; 0 means none")
+    {
+        CHECK_FALSE(parse({"--ws-ping-interval", "0"}).cfg.ws_ping_interval);
+        CHECK_FALSE(parse({"--ws-ping-timeout", "0"}).cfg.ws_ping_timeout);
+        auto t = parse({"--ws-ping-timeout", "2.5"}).cfg.ws_ping_timeout;
+        REQUIRE(t);
+        CHECK(*t == 2500ms);
+        auto i = parse({"--ws-ping-interval=0.25"}).cfg.ws_ping_interval;
+        REQUIRE(i);
+        CHECK(*i == 250ms);
+        CHECK(usage_error_of({"--ws-ping-interval", "soon"}).find("--ws-ping-interval") != std::string::npos);
+        CHECK(usage_error_of({"--ws-ping-timeout", "-1"}).find("--ws-ping-timeout") != std::string::npos);
+    }
+    SECTION("--ws-per-message-deflate takes a boolean")
+    {
+        CHECK_FALSE(parse({"--ws-per-message-deflate", "false"}).cfg.ws_per_message_deflate);
+        CHECK_FALSE(parse({"--ws-per-message-deflate=False"}).cfg.ws_per_message_deflate);
+        CHECK_FALSE(parse({"--ws-per-message-deflate", "0"}).cfg.ws_per_message_deflate);
+        CHECK(parse({"--ws-per-message-deflate", "false", "--ws-per-message-deflate", "true"}).cfg.ws_per_message_deflate);
+        CHECK(parse({"--ws-per-message-deflate", "1"}).cfg.ws_per_message_deflate);
+        CHECK(usage_error_of({"--ws-per-message-deflate", "bad"}).find("--ws-per-message-deflate") !=
+              std::string::npos);
+        // A boolean flag needs its value.
+        CHECK(usage_error_of({"--ws-per-message-deflate"}).find("--ws-per-message-deflate") != std::string::npos);
+    }
+}
+
+TEST_CASE("run: usage() lists the listening, proxy, limit, lifespan and WebSocket flags", "[run][usage][new-flags]")
+{
+    auto text = cserve::usage("prog");
+    for (char const* flag :
+         {"--uds", "--uds-mode", "--fd", "--proxy-headers", "--no-proxy-headers", "--forwarded-allow-ips",
+          "--limit-concurrency", "--limit-max-requests", "--limit-max-requests-jitter", "--lifespan", "--ws",
+          "--ws-max-size", "--ws-max-queue", "--ws-ping-interval", "--ws-ping-timeout", "--ws-per-message-deflate"}) {
+        INFO(flag);
+        CHECK(text.find(flag) != std::string::npos);
+    }
+}
+
+//------------------------------------------------------------------------------
+// The environment
+
+namespace {
+
+// Sets an environment variable for the scope of the object; puts back what was there.
+class env_guard {
+public:
+    env_guard(char const* name, char const* value)
+        : name_(name)
+    {
+        if (char const* old = std::getenv(name))
+            old_ = old;
+        ::setenv(name, value, 1);
+    }
+
+    ~env_guard()
+    {
+        if (old_)
+            ::setenv(name_.c_str(), old_->c_str(), 1);
+        else
+            ::unsetenv(name_.c_str());
+    }
+
+    env_guard(env_guard const&) = delete;
+    env_guard& operator=(env_guard const&) = delete;
+
+private:
+    std::string name_;
+    std::optional<std::string> old_;
+};
+
+} // namespace
+
+TEST_CASE("run: CSERVE_<FLAG> variables set values below the command line", "[run][environment][values]")
+{
+    SECTION("CSERVE_PORT sets the port")
+    {
+        env_guard port("CSERVE_PORT", "9001");
+        CHECK(parse({}).cfg.port == 9001);
+    }
+    SECTION("the command line wins over the environment")
+    {
+        env_guard port("CSERVE_PORT", "9001");
+        CHECK(parse({"--port", "9002"}).cfg.port == 9002);
+        CHECK(parse({"--port=9003"}).cfg.port == 9003);
+    }
+    SECTION("the environment wins over the defaults argument")
+    {
+        env_guard port("CSERVE_PORT", "9001");
+        cserve::config d;
+        d.port = 1234;
+        CHECK(parse({}, d).cfg.port == 9001);
+    }
+    SECTION("names with dashes use underscores")
+    {
+        env_guard root("CSERVE_ROOT_PATH", "/api");
+        env_guard keep("CSERVE_TIMEOUT_KEEP_ALIVE", "1.5");
+        env_guard limit("CSERVE_LIMIT_MAX_REQUESTS", "7");
+        env_guard uds("CSERVE_UDS", "/tmp/x.sock");
+        auto cl = parse({});
+        CHECK(cl.cfg.root_path == "/api");
+        CHECK(cl.cfg.timeout_keep_alive == 1500ms);
+        REQUIRE(cl.cfg.limit_max_requests);
+        CHECK(*cl.cfg.limit_max_requests == 7u);
+        CHECK(cl.cfg.uds == "/tmp/x.sock");
+    }
+    SECTION("a bad value is a usage_error naming the variable")
+    {
+        env_guard port("CSERVE_PORT", "abc");
+        CHECK_THROWS_AS(parse({}), cserve::usage_error);
+        CHECK(usage_error_of({}).find("CSERVE_PORT") != std::string::npos);
+    }
+}
+
+TEST_CASE("run: CSERVE_<SWITCH>=true|false sets a switch", "[run][environment][switches]")
+{
+    SECTION("CSERVE_ACCESS_LOG=false")
+    {
+        env_guard access("CSERVE_ACCESS_LOG", "false");
+        CHECK_FALSE(parse({}).cfg.access_log);
+        // The command line still wins.
+        CHECK(parse({"--access-log"}).cfg.access_log);
+    }
+    SECTION("true, 0, 1 and any case")
+    {
+        {
+            env_guard server("CSERVE_SERVER_HEADER", "FALSE");
+            CHECK_FALSE(parse({}).cfg.server_header);
+        }
+        {
+            env_guard server("CSERVE_SERVER_HEADER", "0");
+            CHECK_FALSE(parse({}).cfg.server_header);
+        }
+        {
+            env_guard proxy("CSERVE_PROXY_HEADERS", "false");
+            CHECK_FALSE(parse({}).cfg.proxy_headers);
+        }
+        cserve::config d;
+        d.date_header = false;
+        {
+            env_guard date("CSERVE_DATE_HEADER", "True");
+            CHECK(parse({}, d).cfg.date_header);
+        }
+        {
+            env_guard date("CSERVE_DATE_HEADER", "1");
+            CHECK(parse({}, d).cfg.date_header);
+        }
+    }
+    SECTION("CSERVE_ACCESS_LOG=maybe is a usage_error naming the variable")
+    {
+        env_guard access("CSERVE_ACCESS_LOG", "maybe");
+        CHECK_THROWS_AS(parse({}), cserve::usage_error);
+        CHECK(usage_error_of({}).find("CSERVE_ACCESS_LOG") != std::string::npos);
+    }
+}
+
+TEST_CASE("run: FORWARDED_ALLOW_IPS sets the default of --forwarded-allow-ips", "[run][environment][forwarded]")
+{
+    SECTION("'*'")
+    {
+        env_guard ips("FORWARDED_ALLOW_IPS", "*");
+        CHECK(parse({}).cfg.forwarded_allow_ips == "*");
+    }
+    SECTION("a list, overridden by the flag")
+    {
+        env_guard ips("FORWARDED_ALLOW_IPS", "10.0.0.0/8");
+        CHECK(parse({}).cfg.forwarded_allow_ips == "10.0.0.0/8");
+        CHECK(parse({"--forwarded-allow-ips", "127.0.0.1"}).cfg.forwarded_allow_ips == "127.0.0.1");
+    }
+    SECTION("a bad list is a usage_error naming the variable")
+    {
+        env_guard ips("FORWARDED_ALLOW_IPS", "bogus");
+        CHECK(usage_error_of({}).find("FORWARDED_ALLOW_IPS") != std::string::npos);
+    }
+}
+
+TEST_CASE("run: the environment variables the tests set are gone afterwards", "[run][environment][cleanup]")
+{
+    {
+        env_guard port("CSERVE_PORT", "9001");
+        env_guard access("CSERVE_ACCESS_LOG", "false");
+        env_guard ips("FORWARDED_ALLOW_IPS", "*");
+    }
+    auto cl = parse({});
+    CHECK(cl.cfg.port == 8000);
+    CHECK(cl.cfg.access_log);
+    CHECK(cl.cfg.forwarded_allow_ips == "127.0.0.1");
 }

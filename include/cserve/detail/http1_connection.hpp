@@ -23,6 +23,8 @@
 
 namespace cserve::detail {
 
+class websocket_session;
+
 // A session: reads requests with Beast's parser, runs the application once per request
 // and writes its responses. One coroutine (run) drives it; the application's receive()
 // and send() calls come in through the channel interface on the same executor.
@@ -49,12 +51,15 @@ public:
     CSERVE_DECL task<> send(event e) override;
 
 private:
+    friend class websocket_session;
+
     using clock = std::chrono::steady_clock;
     enum class phase : unsigned char { idle, header, busy, closing };
 
     CSERVE_DECL task<> serve();
     CSERVE_DECL task<int> read_header();
     CSERVE_DECL int build_scope();
+    CSERVE_DECL bool is_websocket_upgrade() const noexcept;
     CSERVE_DECL task<> call_app();
     CSERVE_DECL task<> respond_simple(int status, std::string_view body);
     CSERVE_DECL task<> write_error(int status);
@@ -90,6 +95,7 @@ private:
     std::string out_;  // the response head and chunk framing waiting to be written
     cserve::scope scope_;
     std::string client_text_; // "host:port" for the access log
+    std::weak_ptr<websocket_session> ws_; // while the connection is a WebSocket
 
     phase phase_ = phase::idle; // a new connection counts as idle until its first byte
     bool timer_armed_ = false;
@@ -99,6 +105,7 @@ private:
     bool disconnected_ = false;
     bool monitoring_ = false;
     bool writing_ = false;
+    bool quiet_ = false; // no access-log line: a WebSocket denial logs its own
 
     // Per request.
     bool keep_alive_ = true;

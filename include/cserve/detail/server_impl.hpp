@@ -17,7 +17,10 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/intrusive/list.hpp>
 
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -33,6 +36,7 @@ using acceptor_type = net::basic_socket_acceptor<net::generic::stream_protocol, 
 using list_hook = boost::intrusive::list_base_hook<>;
 
 class http1_connection;
+class lifespan_session;
 
 // The address of a socket endpoint: host and port for IP, the path for Unix sockets.
 CSERVE_DECL std::optional<address>
@@ -54,6 +58,16 @@ public:
     // Called by a connection as it ends, on the connection's executor.
     CSERVE_DECL void on_connection_closed(http1_connection& c) noexcept;
 
+    // Counts a request against limit_max_requests; shuts down when it is reached, and
+    // says whether this request is the last (its response then closes the connection).
+    CSERVE_DECL bool count_request() noexcept;
+
+    // Whether limit_concurrency is exceeded (requests are then answered 503).
+    CSERVE_DECL bool over_capacity() const noexcept;
+
+    // The lifespan state to copy into each connection scope, if the lifespan ran.
+    CSERVE_DECL state_map const* lifespan_state() const noexcept;
+
     std::size_t
     connection_count() const noexcept
     {
@@ -69,9 +83,15 @@ public:
     logger log_;
     std::vector<acceptor_type> acceptors_;
     std::vector<address> local_addresses_;
+    std::vector<std::string> listen_urls_; // for the "running on" line
+    std::function<void()> on_ready_;
+    bool created_uds_ = false; // the socket file is ours to remove
+    std::shared_ptr<lifespan_session> lifespan_;
 
 private:
     CSERVE_DECL task<> run();
+    CSERVE_DECL void adopt(int fd, boost::system::error_code& ec);
+    CSERVE_DECL void add_listener(acceptor_type acceptor, boost::system::error_code& ec);
     CSERVE_DECL task<> accept_loop(acceptor_type& acceptor);
     CSERVE_DECL void start_connection(socket_type socket);
     template <class F>
@@ -82,6 +102,8 @@ private:
     mutable std::mutex mutex_;
     boost::intrusive::list<http1_connection, boost::intrusive::base_hook<list_hook>> connections_;
     std::size_t count_ = 0;
+    std::atomic<std::uint64_t> requests_{0};
+    std::uint64_t request_limit_ = 0; // 0: none
     std::size_t pending_wakes_ = 0;
 
     // On executor_ only.

@@ -24,6 +24,7 @@ public:
         case error::content_length_exceeded: return "response body longer than its Content-Length";
         case error::incomplete_response: return "application returned without completing the response";
         case error::invalid_config: return "invalid configuration";
+        case error::startup_failed: return "application startup failed";
         }
         return "cserve error";
     }

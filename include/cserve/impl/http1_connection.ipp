@@ -247,6 +247,8 @@ void
 http1_connection::begin_drain() noexcept
 {
     draining_ = true;
+    if (auto ws = ws_.lock())
+        ws->begin_drain();
     if (phase_ == phase::idle && in_.size() == 0) {
         boost::system::error_code ec;
         socket_.cancel(ec);
@@ -345,6 +347,24 @@ http1_connection::serve()
         }
         phase_ = phase::busy;
         deadline_ = clock::time_point::max();
+        if (srv_.count_request())
+            draining_ = true; // the last request this server takes: say connection: close
+        if (srv_.over_capacity()) {
+            keep_alive_ = false;
+            co_await respond_simple(503, "Service Unavailable");
+            linger = !body_complete_ || in_.size() > 0;
+            break;
+        }
+        if (srv_.cfg_.ws && is_websocket_upgrade()) {
+            // The connection becomes a WebSocket (or gets its denial response) and ends.
+            auto ws = std::make_shared<websocket_session>(*this);
+            ws_ = ws;
+            co_await ws->run();
+            if (closed_)
+                co_return;
+            linger = false;
+            break;
+        }
         co_await call_app();
         if (closed_)
             co_return;
@@ -490,11 +510,32 @@ http1_connection::build_scope()
         s.headers.emplace_back(name.in(block), value.in(block));
     }
 
+    if (auto const* state = srv_.lifespan_state())
+        s.state = *state; // the shallow copy ASGI asks for
+    else if (!s.state.empty())
+        s.state.clear();
     head_request_ = s.method == "HEAD";
     keep_alive_ = parser_->keep_alive();
     body_complete_ = parser_->is_done();
     continue_pending_ = head_info_.expect_continue && !body_complete_ && head_info_.version == 11;
     return 0;
+}
+
+bool
+http1_connection::is_websocket_upgrade() const noexcept
+{
+    // RFC 6455 §4.2.1: a GET over HTTP/1.1 with "Upgrade: websocket" and "Connection: upgrade".
+    if (scope_.method != "GET" || head_info_.version != 11)
+        return false;
+    bool upgrade = false;
+    bool connection = false;
+    for (auto const& [name, value] : scope_.headers) {
+        if (name == "upgrade")
+            upgrade = upgrade || http1::list_has(value, "websocket");
+        else if (name == "connection")
+            connection = connection || http1::list_has(value, "upgrade");
+    }
+    return upgrade && connection;
 }
 
 task<>
@@ -1017,7 +1058,7 @@ http1_connection::complete_response() noexcept
 void
 http1_connection::access_log() const
 {
-    if (!srv_.cfg_.access_log || !srv_.log_.enabled(log_level::info))
+    if (quiet_ || !srv_.cfg_.access_log || !srv_.log_.enabled(log_level::info))
         return;
     std::string line;
     line.reserve(96 + scope_.raw_path.size() + scope_.query_string.size());

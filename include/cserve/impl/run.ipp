@@ -4,6 +4,8 @@
 #define CSERVE_IMPL_RUN_IPP
 
 #include <cserve/run.hpp>
+#include <cserve/error.hpp>
+#include <cserve/proxy_headers.hpp>
 #include <cserve/server.hpp>
 
 #include <boost/asio/co_spawn.hpp>
@@ -22,6 +24,11 @@
 #include <span>
 #include <string>
 
+#include <cstddef>
+#include <cstring>
+
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 namespace cserve {
@@ -90,6 +97,18 @@ flag_table()
          [](config& c, std::string_view, std::string_view v) { c.host = v; }},
         {"--port", "INTEGER", "Bind socket to this port. If 0, an available port will be picked.  [default: 8000]",
          [](config& c, std::string_view n, std::string_view v) { c.port = parse_integer<std::uint16_t>(n, v, 0, 65535); }},
+        {"--uds", "TEXT", "Bind to a UNIX domain socket.",
+         [](config& c, std::string_view, std::string_view v) { c.uds = v; }},
+        {"--uds-mode", "OCTAL", "Permission bits of the UNIX domain socket file.  [default: 666]",
+         [](config& c, std::string_view n, std::string_view v) {
+             unsigned mode = 0;
+             auto r = std::from_chars(v.data(), v.data() + v.size(), mode, 8);
+             if (v.empty() || r.ec != std::errc() || r.ptr != v.data() + v.size() || mode > 07777)
+                 bad_value(n, v, "an octal file mode");
+             c.uds_mode = mode;
+         }},
+        {"--fd", "INTEGER", "Bind to socket from this file descriptor.",
+         [](config& c, std::string_view n, std::string_view v) { c.fd = parse_integer<int>(n, v, 0, 1 << 20); }},
         {"--backlog", "INTEGER", "Maximum number of connections to hold in backlog.  [default: 2048]",
          [](config& c, std::string_view n, std::string_view v) { c.backlog = parse_integer<int>(n, v, 1, 1 << 20); }},
         {"--log-level", "[critical|error|warning|info|debug|trace]", "Log level.  [default: info]",
@@ -105,6 +124,31 @@ flag_table()
          [](config& c, std::string_view, std::string_view) { c.access_log = false; }},
         {"--root-path", "TEXT", "Set the ASGI 'root_path' for applications submounted below a given URL path.",
          [](config& c, std::string_view, std::string_view v) { c.root_path = v; }},
+        {"--proxy-headers", "", "Enable X-Forwarded-Proto, X-Forwarded-For to populate url scheme and remote address info.  [default: on]",
+         [](config& c, std::string_view, std::string_view) { c.proxy_headers = true; }},
+        {"--no-proxy-headers", "", "Disable X-Forwarded-Proto, X-Forwarded-For.",
+         [](config& c, std::string_view, std::string_view) { c.proxy_headers = false; }},
+        {"--forwarded-allow-ips", "TEXT", "Comma separated list of IP addresses, IP networks, or '*' to trust with proxy headers.  [default: $FORWARDED_ALLOW_IPS or 127.0.0.1]",
+         [](config& c, std::string_view n, std::string_view v) {
+             try {
+                 trusted_hosts check(v);
+             } catch (std::invalid_argument const&) {
+                 bad_value(n, v, "a list of IP addresses, networks or '*'");
+             }
+             c.forwarded_allow_ips = v;
+         }},
+        {"--limit-concurrency", "INTEGER", "Maximum number of concurrent connections before issuing HTTP 503 responses.",
+         [](config& c, std::string_view n, std::string_view v) {
+             c.limit_concurrency = parse_integer<std::size_t>(n, v, 1, std::size_t(1) << 40);
+         }},
+        {"--limit-max-requests", "INTEGER", "Maximum number of requests to service before terminating the process.",
+         [](config& c, std::string_view n, std::string_view v) {
+             c.limit_max_requests = parse_integer<std::uint64_t>(n, v, 1, std::uint64_t(1) << 62);
+         }},
+        {"--limit-max-requests-jitter", "INTEGER", "Maximum jitter to add to limit_max_requests.  [default: 0]",
+         [](config& c, std::string_view n, std::string_view v) {
+             c.limit_max_requests_jitter = parse_integer<std::uint64_t>(n, v, 0, std::uint64_t(1) << 62);
+         }},
         {"--timeout-keep-alive", "SECONDS", "Close Keep-Alive connections if no new data is received within this timeout.  [default: 5]",
          [](config& c, std::string_view n, std::string_view v) { c.timeout_keep_alive = parse_seconds(n, v); }},
         {"--timeout-graceful-shutdown", "SECONDS", "Maximum number of seconds to wait for graceful shutdown.  [default: none]",
@@ -123,6 +167,56 @@ flag_table()
          [](config& c, std::string_view, std::string_view) { c.date_header = true; }},
         {"--no-date-header", "", "Disable default Date header.",
          [](config& c, std::string_view, std::string_view) { c.date_header = false; }},
+        {"--lifespan", "[auto|on|off]", "Lifespan implementation.  [default: auto]",
+         [](config& c, std::string_view n, std::string_view v) {
+             if (v == "auto")
+                 c.lifespan = lifespan_mode::automatic;
+             else if (v == "on")
+                 c.lifespan = lifespan_mode::on;
+             else if (v == "off")
+                 c.lifespan = lifespan_mode::off;
+             else
+                 bad_value(n, v, "one of auto, on, off");
+         }},
+        {"--ws", "[auto|none]", "WebSocket protocol implementation; none serves upgrades as plain HTTP.  [default: auto]",
+         [](config& c, std::string_view n, std::string_view v) {
+             if (v == "auto")
+                 c.ws = true;
+             else if (v == "none")
+                 c.ws = false;
+             else
+                 bad_value(n, v, "one of auto, none");
+         }},
+        {"--ws-max-size", "INTEGER", "WebSocket max size message in bytes.  [default: 16777216]",
+         [](config& c, std::string_view n, std::string_view v) {
+             c.ws_max_size = parse_integer<std::size_t>(n, v, 1, std::size_t(1) << 40);
+         }},
+        {"--ws-max-queue", "INTEGER", "The maximum length of the WebSocket message queue.  [default: 32]",
+         [](config& c, std::string_view n, std::string_view v) {
+             c.ws_max_queue = parse_integer<std::size_t>(n, v, 1, 1 << 20);
+         }},
+        {"--ws-ping-interval", "FLOAT", "WebSocket ping interval in seconds; 0 sends no pings.  [default: 20.0]",
+         [](config& c, std::string_view n, std::string_view v) {
+             auto t = parse_seconds(n, v);
+             c.ws_ping_interval = t.count() > 0 ? std::optional(t) : std::nullopt;
+         }},
+        {"--ws-ping-timeout", "FLOAT", "WebSocket ping timeout in seconds; 0 waits for pongs forever.  [default: 20.0]",
+         [](config& c, std::string_view n, std::string_view v) {
+             auto t = parse_seconds(n, v);
+             c.ws_ping_timeout = t.count() > 0 ? std::optional(t) : std::nullopt;
+         }},
+        {"--ws-per-message-deflate", "BOOLEAN", "WebSocket per-message-deflate compression.  [default: True]",
+         [](config& c, std::string_view n, std::string_view v) {
+             std::string lower;
+             for (char ch : v)
+                 lower += static_cast<char>(ch >= 'A' && ch <= 'Z' ? ch - 'A' + 'a' : ch);
+             if (lower == "true" || lower == "1" || lower == "yes" || lower == "on")
+                 c.ws_per_message_deflate = true;
+             else if (lower == "false" || lower == "0" || lower == "no" || lower == "off")
+                 c.ws_per_message_deflate = false;
+             else
+                 bad_value(n, v, "a valid boolean");
+         }},
         {"--header", "NAME:VALUE", "Specify custom default HTTP response headers as a Name:Value pair (repeatable).",
          [](config& c, std::string_view n, std::string_view v) {
              auto colon = v.find(':');
@@ -142,11 +236,85 @@ flag_table()
 
 } // namespace detail
 
+namespace detail {
+
+// CSERVE_TIMEOUT_KEEP_ALIVE for --timeout-keep-alive.
+inline std::string
+env_name(std::string_view flag)
+{
+    std::string name = "CSERVE_";
+    for (char c : flag.substr(2))
+        name += c == '-' ? '_' : static_cast<char>(c >= 'a' && c <= 'z' ? c - 'a' + 'A' : c);
+    return name;
+}
+
+// Settings from the environment, below the command line: CSERVE_<FLAG> for every flag
+// that takes a value, CSERVE_<SWITCH>=true|false for each --x / --no-x pair, and
+// FORWARDED_ALLOW_IPS as uvicorn reads it.
+inline void
+apply_environment(config& cfg, std::span<flag_spec const> table)
+{
+    if (char const* v = std::getenv("FORWARDED_ALLOW_IPS"))
+        for (auto const& f : table)
+            if (f.name == "--forwarded-allow-ips")
+                f.apply(cfg, "FORWARDED_ALLOW_IPS", v);
+    for (auto const& f : table) {
+        if (f.name.starts_with("--no-"))
+            continue;
+        auto name = env_name(f.name);
+        char const* v = std::getenv(name.c_str());
+        if (!v)
+            continue;
+        if (!f.metavar.empty()) {
+            f.apply(cfg, name, v);
+            continue;
+        }
+        std::string lower;
+        for (char c : std::string_view(v))
+            lower += static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+        bool on = lower == "1" || lower == "true" || lower == "yes" || lower == "on";
+        bool off = lower == "0" || lower == "false" || lower == "no" || lower == "off";
+        if (!on && !off)
+            bad_value(name, v, "true or false");
+        std::string spelled = on ? std::string(f.name) : "--no-" + std::string(f.name.substr(2));
+        for (auto const& g : table)
+            if (g.name == spelled)
+                g.apply(cfg, name, {});
+    }
+}
+
+// Tells systemd about the service's state when it started us with NOTIFY_SOCKET
+// (sd_notify(3)); does nothing otherwise.
+inline void
+sd_notify(char const* state) noexcept
+{
+    char const* path = std::getenv("NOTIFY_SOCKET");
+    if (!path || !*path)
+        return;
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::size_t len = std::strlen(path);
+    if (len >= sizeof addr.sun_path)
+        return;
+    std::memcpy(addr.sun_path, path, len);
+    if (addr.sun_path[0] == '@')
+        addr.sun_path[0] = '\0'; // abstract namespace
+    int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    auto size = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + len);
+    (void)::sendto(fd, state, std::strlen(state), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&addr), size);
+    ::close(fd);
+}
+
+} // namespace detail
+
 command_line
 parse_command_line(int argc, char const* const* argv, config defaults)
 {
     command_line out{std::move(defaults), false};
     auto table = detail::flag_table();
+    detail::apply_environment(out.cfg, table);
     for (int i = 1; i < argc; ++i) {
         std::string_view arg = argv[i];
         if (arg == "--help" || arg == "-h") {
@@ -228,31 +396,45 @@ run(app_function app, config cfg)
     srv.listen(ec);
     if (ec) {
         auto const& c = srv.get_config();
-        log.log(log_level::error, "[Errno " + std::to_string(ec.value()) + "] error while attempting to bind on address ('" +
-                                      c.host + "', " + std::to_string(c.port) + "): " + ec.message());
+        std::string where = !c.uds.empty() ? "'" + c.uds + "'"
+                            : c.fd >= 0    ? "fd " + std::to_string(c.fd)
+                                           : "('" + c.host + "', " + std::to_string(c.port) + ")";
+        log.log(log_level::error, "[Errno " + std::to_string(ec.value()) + "] error while attempting to bind on address " +
+                                      where + ": " + ec.message());
         return 1;
     }
 
     // SIGINT or SIGTERM: graceful shutdown; the second one: stop now.
     net::signal_set signals(ioc, SIGINT, SIGTERM);
+    bool served = false;
     std::function<void(boost::system::error_code, int)> on_signal = [&](boost::system::error_code e, int) {
-        if (e)
+        // A signal that lands just as serve() completes must not re-arm the wait: that
+        // would leave the io_context with work forever.
+        if (e || served)
             return;
+        detail::sd_notify("STOPPING=1");
         srv.shutdown();
         signals.async_wait(on_signal);
     };
     signals.async_wait(on_signal);
 
+    srv.on_ready([] { detail::sd_notify("READY=1"); });
     int status = 0;
     net::co_spawn(ioc, srv.serve(), [&](std::exception_ptr e) {
+        served = true;
         if (e) {
+            status = 1;
             try {
                 std::rethrow_exception(e);
+            } catch (boost::system::system_error const& ex) {
+                if (ex.code() == error::startup_failed)
+                    status = 3; // uvicorn's exit status for a failed startup; already logged
+                else
+                    log.log(log_level::error, ex.what());
             } catch (std::exception const& ex) {
                 log.log(log_level::error, ex.what());
             } catch (...) {
             }
-            status = 1;
         }
         boost::system::error_code ignored;
         signals.cancel(ignored);

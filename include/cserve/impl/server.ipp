@@ -4,9 +4,14 @@
 #define CSERVE_IMPL_SERVER_IPP
 
 #include <cserve/server.hpp>
+#include <cserve/proxy_headers.hpp>
 #include <cserve/detail/http1_connection.hpp>
+#include <cserve/detail/lifespan_session.hpp>
 #include <cserve/detail/server_impl.hpp>
+#include <cserve/detail/websocket_session.hpp>
 #include <cserve/impl/http1_connection.ipp>
+#include <cserve/impl/lifespan_session.ipp>
+#include <cserve/impl/websocket_session.ipp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -20,11 +25,16 @@
 #include <boost/system/system_error.hpp>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <random>
 #include <string>
 
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 namespace cserve {
 
@@ -45,8 +55,12 @@ to_address(net::generic::stream_protocol::endpoint const& ep)
     if (family == AF_UNIX) {
         auto const* sun = reinterpret_cast<sockaddr_un const*>(ep.data());
         auto offset = offsetof(sockaddr_un, sun_path);
+        if (ep.size() <= offset)
+            return std::nullopt; // an unnamed peer
         std::string path;
-        if (ep.size() > offset)
+        if (sun->sun_path[0] == '\0') // abstract namespace, shown with '@' as ss(8) does
+            path = "@" + std::string(sun->sun_path + 1, ep.size() - offset - 1);
+        else
             path.assign(sun->sun_path, strnlen(sun->sun_path, ep.size() - offset));
         return address{std::move(path), 0};
     }
@@ -57,14 +71,79 @@ server_impl::server_impl(net::io_context& ioc, app_function app, config cfg)
     : ioc_(ioc)
     , multi_threaded_(net::use_service<net::detail::io_context_impl>(ioc).concurrency_hint() != 1)
     , executor_(multi_threaded_ ? net::any_io_executor(net::make_strand(ioc)) : net::any_io_executor(ioc.get_executor()))
-    , app_(std::move(app))
+    , app_(cfg.proxy_headers ? proxy_headers(std::move(app), trusted_hosts(cfg.forwarded_allow_ips)) : std::move(app))
     , cfg_(std::move(cfg))
     , log_(cfg_.log_level, cfg_.log_sink)
     , wake_timer_(executor_, std::chrono::steady_clock::time_point::max())
 {
+    if (cfg_.limit_max_requests) {
+        request_limit_ = *cfg_.limit_max_requests;
+        if (cfg_.limit_max_requests_jitter > 0) {
+            std::random_device rd;
+            request_limit_ += std::uniform_int_distribution<std::uint64_t>(0, cfg_.limit_max_requests_jitter)(rd);
+        }
+        if (request_limit_ == 0)
+            request_limit_ = 1;
+    }
+}
+
+bool
+server_impl::count_request() noexcept
+{
+    if (request_limit_ == 0)
+        return false;
+    auto n = requests_.fetch_add(1, std::memory_order_relaxed) + 1;
+    if (n == request_limit_) {
+        log_.log(log_level::warning,
+                 "Maximum request limit of " + std::to_string(request_limit_) + " exceeded. Terminating process.");
+        shutdown();
+    }
+    return n >= request_limit_;
+}
+
+bool
+server_impl::over_capacity() const noexcept
+{
+    return cfg_.limit_concurrency && connection_count() > *cfg_.limit_concurrency;
 }
 
 server_impl::~server_impl() = default;
+
+void
+server_impl::add_listener(acceptor_type acceptor, boost::system::error_code& ec)
+{
+    auto local = acceptor.local_endpoint(ec);
+    if (ec)
+        return;
+    auto a = to_address(local);
+    if (local.protocol().family() == AF_UNIX)
+        listen_urls_.push_back("unix socket " + (a ? a->host : std::string("(unnamed)")));
+    else if (a)
+        listen_urls_.push_back("http://" + (a->host.find(':') != std::string::npos ? "[" + a->host + "]" : a->host) +
+                               ":" + std::to_string(a->port));
+    if (a)
+        local_addresses_.push_back(*a);
+    acceptors_.push_back(std::move(acceptor));
+}
+
+void
+server_impl::adopt(int fd, boost::system::error_code& ec)
+{
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+        ec = boost::system::error_code(errno, boost::system::system_category());
+        return;
+    }
+    int const family = ss.ss_family;
+    int const protocol = family == AF_UNIX ? 0 : IPPROTO_TCP;
+    acceptor_type acceptor(executor_);
+    acceptor.assign(net::generic::stream_protocol(family, protocol), fd, ec);
+    if (!ec)
+        acceptor.listen(cfg_.backlog, ec); // harmless on a socket that already listens
+    if (!ec)
+        add_listener(std::move(acceptor), ec);
+}
 
 void
 server_impl::listen(boost::system::error_code& ec)
@@ -72,32 +151,75 @@ server_impl::listen(boost::system::error_code& ec)
     ec = {};
     if (!acceptors_.empty())
         return;
-    net::ip::tcp::resolver resolver(ioc_);
-    auto results = resolver.resolve(cfg_.host, std::to_string(cfg_.port),
-                                    net::ip::tcp::resolver::passive | net::ip::tcp::resolver::numeric_service, ec);
-    if (ec)
-        return;
-    if (results.empty()) {
-        ec = net::error::host_not_found;
+
+    // systemd socket activation (sd_listen_fds(3)): descriptors from 3 on, for this process.
+    char const* listen_pid = std::getenv("LISTEN_PID");
+    char const* listen_fds = std::getenv("LISTEN_FDS");
+    if (listen_pid && listen_fds && std::to_string(::getpid()) == listen_pid) {
+        int n = std::atoi(listen_fds);
+        for (int i = 0; i < n && !ec; ++i)
+            adopt(3 + i, ec);
+        ::unsetenv("LISTEN_PID");
+        ::unsetenv("LISTEN_FDS");
+        ::unsetenv("LISTEN_FDNAMES");
+        if (ec || n > 0)
+            return;
+    }
+
+    if (cfg_.fd >= 0) {
+        adopt(cfg_.fd, ec);
         return;
     }
-    net::generic::stream_protocol::endpoint ep(results.begin()->endpoint());
+
     acceptor_type acceptor(executor_);
-    acceptor.open(ep.protocol(), ec);
-    if (!ec)
-        acceptor.set_option(net::socket_base::reuse_address(true), ec);
-    if (!ec)
-        acceptor.bind(ep, ec);
+    if (!cfg_.uds.empty()) {
+        // A socket file left by an earlier run is replaced; any other file is an error.
+        struct stat st {};
+        if (::lstat(cfg_.uds.c_str(), &st) == 0) {
+            if (!S_ISSOCK(st.st_mode)) {
+                ec = boost::system::errc::make_error_code(boost::system::errc::file_exists);
+                return;
+            }
+            ::unlink(cfg_.uds.c_str());
+        }
+        if (cfg_.uds.size() >= sizeof(sockaddr_un::sun_path)) {
+            ec = boost::system::errc::make_error_code(boost::system::errc::filename_too_long);
+            return;
+        }
+        net::generic::stream_protocol::endpoint ep{net::local::stream_protocol::endpoint(cfg_.uds)};
+        acceptor.open(ep.protocol(), ec);
+        if (!ec)
+            acceptor.bind(ep, ec);
+        created_uds_ = !ec;
+        if (!ec && ::chmod(cfg_.uds.c_str(), cfg_.uds_mode) != 0)
+            ec = boost::system::error_code(errno, boost::system::system_category());
+    } else {
+        net::ip::tcp::resolver resolver(ioc_);
+        auto results = resolver.resolve(cfg_.host, std::to_string(cfg_.port),
+                                        net::ip::tcp::resolver::passive | net::ip::tcp::resolver::numeric_service, ec);
+        if (ec)
+            return;
+        if (results.empty()) {
+            ec = net::error::host_not_found;
+            return;
+        }
+        net::generic::stream_protocol::endpoint ep(results.begin()->endpoint());
+        acceptor.open(ep.protocol(), ec);
+        if (!ec)
+            acceptor.set_option(net::socket_base::reuse_address(true), ec);
+        if (!ec)
+            acceptor.bind(ep, ec);
+    }
     if (!ec)
         acceptor.listen(cfg_.backlog, ec);
-    if (ec)
-        return;
-    auto local = acceptor.local_endpoint(ec);
-    if (ec)
-        return;
-    if (auto a = to_address(local))
-        local_addresses_.push_back(*a);
-    acceptors_.push_back(std::move(acceptor));
+    if (!ec)
+        add_listener(std::move(acceptor), ec);
+}
+
+state_map const*
+server_impl::lifespan_state() const noexcept
+{
+    return lifespan_ ? &lifespan_->state() : nullptr;
 }
 
 void
@@ -146,6 +268,11 @@ server_impl::close_listeners() noexcept
     for (auto& a : acceptors_) {
         boost::system::error_code ec;
         a.close(ec);
+    }
+    // The socket file this server created goes with it (an inherited one stays).
+    if (created_uds_) {
+        ::unlink(cfg_.uds.c_str());
+        created_uds_ = false;
     }
 }
 
@@ -242,11 +369,18 @@ server_impl::run()
     if (ec)
         throw boost::system::system_error(ec, "cannot listen on " + cfg_.host + ":" + std::to_string(cfg_.port));
 
-    for (auto const& a : local_addresses_) {
-        bool v6 = a.host.find(':') != std::string::npos;
-        log_.log(log_level::info, "cserve running on http://" + (v6 ? "[" + a.host + "]" : a.host) + ":" +
-                                      std::to_string(a.port) + " (Press CTRL+C to quit)");
+    if (cfg_.lifespan != lifespan_mode::off) {
+        lifespan_ = std::make_shared<lifespan_session>(executor_, cfg_.lifespan);
+        if (!co_await lifespan_->startup(app_, log_)) {
+            close_listeners();
+            throw boost::system::system_error(make_error_code(error::startup_failed), lifespan_->failure());
+        }
     }
+
+    for (auto const& url : listen_urls_)
+        log_.log(log_level::info, "cserve running on " + url + " (Press CTRL+C to quit)");
+    if (on_ready_)
+        on_ready_();
     for (auto& a : acceptors_) {
         ++accept_loops_;
         net::co_spawn(executor_, accept_loop(a), [this](std::exception_ptr e) {
@@ -306,6 +440,8 @@ server_impl::run()
             for_each_connection([](http1_connection& c) { c.force_close(); });
     }
     draining_ = false;
+    if (lifespan_)
+        co_await lifespan_->shutdown(log_);
 }
 
 task<>
@@ -359,6 +495,12 @@ void
 server::stop() noexcept
 {
     impl_->stop();
+}
+
+void
+server::on_ready(std::function<void()> f)
+{
+    impl_->on_ready_ = std::move(f);
 }
 
 std::uint16_t

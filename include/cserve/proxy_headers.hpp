@@ -1,0 +1,74 @@
+// cserve/proxy_headers.hpp -- middleware: trust X-Forwarded-For/-Proto from known proxies
+// SPDX-License-Identifier: BSL-1.0
+#ifndef CSERVE_PROXY_HEADERS_HPP
+#define CSERVE_PROXY_HEADERS_HPP
+
+#include <cserve/detail/config.hpp>
+#include <cserve/app.hpp>
+
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/ip/network_v4.hpp>
+#include <boost/asio/ip/network_v6.hpp>
+
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace cserve {
+
+/** The set of proxies whose forwarding headers are believed.
+
+    Built from uvicorn's `--forwarded-allow-ips` syntax: a comma-separated list of IP
+    addresses, CIDR networks (`10.0.0.0/8`, `fd00::/8`), or `*` for every peer.
+
+    @par Thread Safety
+    Distinct objects: safe. Shared objects: safe for const member functions.
+*/
+class trusted_hosts {
+public:
+    /** Parses the list.
+
+        @throws std::invalid_argument naming an entry that is neither an address, a
+        network nor `*`.
+    */
+    CSERVE_DECL explicit trusted_hosts(std::string_view list);
+
+    /// Whether `host` (an address as text) is a trusted proxy.
+    CSERVE_DECL bool contains(std::string_view host) const noexcept;
+
+    /** The client an `X-Forwarded-For` value names: the rightmost address that is not a
+        trusted proxy, or the leftmost when every one is trusted.
+    */
+    CSERVE_DECL std::string client_from(std::string_view x_forwarded_for) const;
+
+private:
+    using entry = std::variant<boost::asio::ip::address, boost::asio::ip::network_v4, boost::asio::ip::network_v6>;
+    bool all_ = false;
+    std::vector<entry> entries_;
+};
+
+/** Wraps an application so that requests from trusted proxies carry the real client.
+
+    When the peer is in `trusted`: `X-Forwarded-Proto` (http, https, ws, wss) sets
+    `scope.scheme`, and `X-Forwarded-For` sets `scope.client` (port 0). Requests from any
+    other peer are passed on untouched. The scope is restored when the application
+    returns, so a keep-alive connection starts every request from what the socket says.
+
+    This is what `--proxy-headers` (on by default) with `--forwarded-allow-ips` does in
+    `run()`.
+
+    @par Example
+    @code
+    auto wrapped = cserve::proxy_headers(app, cserve::trusted_hosts("127.0.0.1,10.0.0.0/8"));
+    @endcode
+*/
+CSERVE_DECL app_function proxy_headers(app_function app, trusted_hosts trusted);
+
+} // namespace cserve
+
+#ifdef CSERVE_HEADER_ONLY
+#include <cserve/impl/proxy_headers.ipp>
+#endif
+
+#endif
