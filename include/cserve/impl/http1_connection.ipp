@@ -410,8 +410,9 @@ http1_connection::read_header()
     parser_.emplace(head_info_, body_);
     parser_->header_limit(static_cast<std::uint32_t>(limit));
     parser_->body_limit(boost::none);
+    std::size_t parsed = 0; // bytes of the header the parser has consumed
     for (;;) {
-        if (in_.size() > 0) {
+        if (in_.size() > 0 && parsed == 0) {
             if (phase_ == phase::idle) {
                 phase_ = phase::header;
                 set_deadline(clock::now() + cfg.timeout_request_header);
@@ -423,16 +424,19 @@ http1_connection::read_header()
                 skip += 2;
             in_.consume(skip);
         }
-        if (in_.size() > 0) {
+        if (in_.size() > parsed) {
+            // Beast consumes the request line and each complete field as it goes (its
+            // return value, even with need_more). The header stays in in_ until it is
+            // complete, so `parsed` marks what the parser has taken, and every span is an
+            // offset from the start of the header.
             auto buf = in_.data();
             head_info_.base = static_cast<char const*>(buf.data());
             head_info_.size = buf.size();
-            head_info_.fields.clear();
             boost::system::error_code ec;
-            auto n = parser_->put(buf, ec);
+            parsed += parser_->put(buf + parsed, ec);
             if (!ec) {
-                head_.assign(head_info_.base, n);
-                in_.consume(n);
+                head_.assign(head_info_.base, parsed);
+                in_.consume(parsed);
                 co_return 0;
             }
             if (ec != boost::beast::http::error::need_more) {
