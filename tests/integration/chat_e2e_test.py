@@ -16,19 +16,14 @@ Everything runs on 127.0.0.1, every wait is bounded, the server and the browser 
 on every path, and a watchdog aborts the whole run if it ever takes longer than 90 s.
 """
 
-import argparse
 import asyncio
-import ctypes
-import faulthandler
 import json
 import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
 import urllib.error
@@ -37,7 +32,10 @@ import uuid
 
 import websockets
 
-HOST = "127.0.0.1"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cserve_harness import (  # noqa: E402
+    HOST, EXIT_TIMEOUT, Process, Server, parse_args, require_executable, run_tests)
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -46,120 +44,24 @@ CHROMIUM_FLAGS = [
 
 CHAT = None  # set from the command line in main()
 
-STARTUP_TIMEOUT = 10.0    # until the server's "running on" line
 BROWSER_TIMEOUT = 20.0    # until Chromium's "DevTools listening on" line
 CDP_TIMEOUT = 10.0        # one DevTools command
 READY_TIMEOUT = 15.0      # a page loaded and its WebSocket open
 MESSAGE_TIMEOUT = 5.0     # a chat message shown in the other page
-EXIT_TIMEOUT = 5.0        # from a signal until the process has exited
 WATCHDOG_SECONDS = 90     # the whole run
 
-RUNNING_RE = re.compile(
-    r"cserve running on http://(?P<host>\[[^\]]*\]|[^\s:/]+):(?P<port>\d+)"
-    r" \(Press CTRL\+C to quit\)")
 DEVTOOLS_RE = re.compile(r"DevTools listening on (?P<url>ws://\S+)")
 
 
-def _die_with_parent():
-    """In the child: get SIGKILLed if the test runner dies, so nothing outlives it."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
-class Process:
-    """A subprocess whose stderr lines are collected by a thread and can be waited for."""
-
-    def __init__(self, cmd, new_session=False, env=None):
-        self.cmd = cmd
-        self.lines = []
-        self._cond = threading.Condition()
-        self._eof = False
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent, start_new_session=new_session, env=env)
-        self._thread = threading.Thread(target=self._drain, daemon=True)
-        self._thread.start()
-
-    def _drain(self):
-        try:
-            for raw in self.proc.stderr:
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                with self._cond:
-                    self.lines.append(line)
-                    self._cond.notify_all()
-        except (OSError, ValueError):
-            pass
-        finally:
-            with self._cond:
-                self._eof = True
-                self._cond.notify_all()
-
-    def log_text(self, last=None):
-        with self._cond:
-            lines = list(self.lines)
-        return "\n".join(lines[-last:] if last else lines)
-
-    def wait_for_line(self, regex, timeout):
-        """The first match of regex in a stderr line within timeout, or None."""
-        deadline = time.monotonic() + timeout
-        seen = 0
-        with self._cond:
-            while True:
-                for line in self.lines[seen:]:
-                    m = regex.search(line)
-                    if m:
-                        return m
-                seen = len(self.lines)
-                remaining = deadline - time.monotonic()
-                if self._eof or remaining <= 0:
-                    return None
-                self._cond.wait(remaining)
-
-    def wait(self, timeout):
-        """The exit status, or None if the process is still running after timeout."""
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        self._thread.join(2)
-        return rc
-
-    def kill(self):
-        """Cleanup: SIGKILL if still running (never fails)."""
-        if self.proc.poll() is None:
-            try:
-                self.proc.kill()
-            except OSError:
-                pass
-        self.wait(5)
-        try:
-            self.proc.stderr.close()
-        except OSError:
-            pass
-
-
-class ChatServer(Process):
+class ChatServer(Server):
     """websocket_chat on a free port of 127.0.0.1."""
 
     def __init__(self):
-        super().__init__([CHAT, "--host", HOST, "--port", "0"])
-        m = self.wait_for_line(RUNNING_RE, STARTUP_TIMEOUT)
-        if m is None:
-            self.kill()
-            raise AssertionError("%r did not log 'cserve running on' within %.0f s; stderr:\n%s"
-                                 % (self.cmd, STARTUP_TIMEOUT, self.log_text()))
-        self.port = int(m.group("port"))
-
-    def url(self, path="/"):
-        return "http://%s:%d%s" % (HOST, self.port, path)
+        super().__init__(CHAT, "--host", HOST, "--port", "0", port_zero=False)
 
     def stop(self):
         """SIGTERM, and the exit status (None if it did not exit in time)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.wait(EXIT_TIMEOUT)
+        return super().stop(signal.SIGTERM, EXIT_TIMEOUT, check=False)
 
 
 class Browser(Process):
@@ -184,7 +86,7 @@ class Browser(Process):
         except Exception:
             shutil.rmtree(self.profile, ignore_errors=True)
             raise
-        m = self.wait_for_line(DEVTOOLS_RE, BROWSER_TIMEOUT)
+        m = self.wait_for_match(DEVTOOLS_RE, BROWSER_TIMEOUT)
         if m is None:
             self.kill()
             raise AssertionError("Chromium did not log 'DevTools listening on' within %.0f s; "
@@ -408,24 +310,14 @@ class BrowserTests(unittest.TestCase):
 
 
 def main():
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--httpbin")
-    parser.add_argument("--hello")
-    parser.add_argument("--chat")
-    args, rest = parser.parse_known_args()
+    args, rest = parse_args("--chat")
     global CHAT
     if args.chat:
         CHAT = os.path.abspath(args.chat)
     else:
-        here = os.path.dirname(os.path.abspath(__file__))
-        build = os.path.join(here, "..", "..", "build", "examples")
-        examples = os.path.dirname(os.path.abspath(args.httpbin)) if args.httpbin else build
-        CHAT = os.path.join(examples, "websocket_chat")
-    if not os.access(CHAT, os.X_OK):
-        sys.exit("chat_e2e_test.py: %s is not an executable (build the websocket_chat target, "
-                 "or pass --chat PATH)" % CHAT)
-    faulthandler.dump_traceback_later(WATCHDOG_SECONDS, exit=True)
-    unittest.main(argv=[sys.argv[0]] + rest)
+        CHAT = os.path.join(os.path.dirname(args.httpbin), "websocket_chat")
+    require_executable(CHAT, __file__, " (build the websocket_chat target, or pass --chat PATH)")
+    run_tests(rest, WATCHDOG_SECONDS)
 
 
 if __name__ == "__main__":

@@ -16,184 +16,48 @@ socket and subprocess operation is bounded by a timeout, and a watchdog aborts t
 run if it ever takes longer than two minutes.
 """
 
-import argparse
-import ctypes
-import faulthandler
 import os
-import re
-import resource
 import signal
 import socket
 import stat
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
 
 import httpx
 
-HOST = "127.0.0.1"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cserve_harness  # noqa: E402
+from cserve_harness import (  # noqa: E402
+    HOST, IO_TIMEOUT, EXIT_TIMEOUT, RUN_TIMEOUT, RUNNING_OR_UDS_RE, die_with_parent,
+    parse_args, require_executable, run_tests)
 
 # Set from the command line in main().
 HTTPBIN = None
 HELLO = None
 
-IO_TIMEOUT = 5.0          # every socket read/write
-STARTUP_TIMEOUT = 10.0    # until the "running on" line
-EXIT_TIMEOUT = 5.0        # from a signal until the process has exited
-RUN_TIMEOUT = 10.0        # a process that is expected to exit by itself
-WATCHDOG_SECONDS = 115    # the whole run
-
-RUNNING_RE = re.compile(
-    r"cserve running on (?:http://(?P<host>\[[^\]]*\]|[^\s:/]+):(?P<port>\d+)"
-    r"|unix socket (?P<uds>.+?)) \(Press CTRL\+C to quit\)")
-
 FORWARDED = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
 
 
-# ---------------------------------------------------------------------------------------
-# The server under test as a subprocess
-# ---------------------------------------------------------------------------------------
-
-def _die_with_parent():
-    """In the child: get SIGKILLed if the test runner dies, so no server outlives it; and
-    leave no core file behind if it crashes."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-    try:
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    except (ValueError, OSError):
-        pass
-
-
-class Server:
-    """One running httpbin process, where it listens, and every line it wrote to stderr.
+class Server(cserve_harness.Server):
+    """One running httpbin process, where it listens (TCP or a Unix socket: port or uds),
+    and every line it wrote to stderr; no core file if it crashes.
 
     port_zero adds `--port 0`; env replaces the environment; pass_fds are inherited;
     preexec runs in the child after fork (for what only the child knows, such as its pid).
     """
 
-    def __init__(self, *args, port_zero=True, env=None, pass_fds=(), preexec=None):
-        self.cmd = [HTTPBIN] + (["--port", "0"] if port_zero else []) + list(args)
-
-        def child_setup():
-            _die_with_parent()
-            if preexec is not None:
-                preexec()
-
-        self.lines = []
-        self._cond = threading.Condition()
-        self._eof = False
-        self.returncode = None
-        self.proc = subprocess.Popen(
-            self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, preexec_fn=child_setup, env=env, pass_fds=pass_fds)
-        self._thread = threading.Thread(target=self._drain, daemon=True)
-        self._thread.start()
-        line = self.wait_for_line(lambda l: RUNNING_RE.search(l), STARTUP_TIMEOUT)
-        if line is None:
-            self.kill()
-            raise AssertionError(
-                "%r did not log 'cserve running on ...' within %.0f s; stderr:\n%s"
-                % (self.cmd, STARTUP_TIMEOUT, self.log_text()))
-        m = RUNNING_RE.search(line)
-        self.running_line = line
-        self.uds = m.group("uds")
-        self.host = m.group("host")
-        self.port = int(m.group("port")) if m.group("port") else None
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def url(self, path="/"):
-        return "http://%s:%d%s" % (HOST, self.port, path)
-
-    def _drain(self):
-        try:
-            for raw in self.proc.stderr:
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                with self._cond:
-                    self.lines.append(line)
-                    self._cond.notify_all()
-        except (OSError, ValueError):
-            pass
-        finally:
-            with self._cond:
-                self._eof = True
-                self._cond.notify_all()
-
-    def log_lines(self):
-        with self._cond:
-            return list(self.lines)
-
-    def log_text(self):
-        return "\n".join(self.log_lines())
-
-    def wait_for_line(self, pred, timeout):
-        """The first stderr line for which pred is true, waiting up to timeout; or None."""
-        deadline = time.monotonic() + timeout
-        seen = 0
-        with self._cond:
-            while True:
-                for line in self.lines[seen:]:
-                    if pred(line):
-                        return line
-                seen = len(self.lines)
-                remaining = deadline - time.monotonic()
-                if self._eof or remaining <= 0:
-                    return None
-                self._cond.wait(remaining)
-
-    def wait(self, timeout=EXIT_TIMEOUT):
-        """The exit status, or None if the process is still running after timeout."""
-        try:
-            self.returncode = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        self._thread.join(2)
-        return self.returncode
-
-    def stop(self, sig=signal.SIGTERM, timeout=EXIT_TIMEOUT):
-        """Signals the process and returns its exit status; fails if it does not exit."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        rc = self.wait(timeout)
-        if rc is None:
-            self.kill()
-            raise AssertionError(
-                "server did not exit within %.1f s of signal %s; stderr:\n%s"
-                % (timeout, sig, self.log_text()))
-        return rc
-
-    def kill(self):
-        """Cleanup: SIGKILL if still running (never fails)."""
-        if self.proc.poll() is None:
-            try:
-                self.proc.kill()
-            except OSError:
-                pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        self._thread.join(2)
-        if self.proc.stderr:
-            try:
-                self.proc.stderr.close()
-            except OSError:
-                pass
+    def __init__(self, *args, **kw):
+        super().__init__(HTTPBIN, *args, running_re=RUNNING_OR_UDS_RE, no_core=True, **kw)
 
 
 def run_httpbin(*args, env=None):
     """Runs httpbin to completion (it is expected to exit by itself)."""
     return subprocess.run([HTTPBIN] + list(args), stdin=subprocess.DEVNULL, capture_output=True,
-                          env=env, timeout=RUN_TIMEOUT, preexec_fn=_die_with_parent)
+                          env=env, timeout=RUN_TIMEOUT,
+                          preexec_fn=lambda: die_with_parent(no_core=True))
 
 
 def env_with(**changes):
@@ -777,19 +641,12 @@ class BadFlagTests(unittest.TestCase):
 
 
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    build = os.path.join(here, "..", "..", "build", "examples")
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--httpbin", default=os.path.join(build, "httpbin"))
-    parser.add_argument("--hello", default=os.path.join(build, "hello"))
-    args, rest = parser.parse_known_args()
+    args, rest = parse_args()
     global HTTPBIN, HELLO
-    HTTPBIN = os.path.abspath(args.httpbin)
-    HELLO = os.path.abspath(args.hello)
-    if not os.access(HTTPBIN, os.X_OK):
-        sys.exit("config_test.py: %s is not an executable" % HTTPBIN)
-    faulthandler.dump_traceback_later(WATCHDOG_SECONDS, exit=True)
-    unittest.main(argv=[sys.argv[0]] + rest)
+    HTTPBIN = args.httpbin
+    HELLO = args.hello
+    require_executable(HTTPBIN, __file__)
+    run_tests(rest)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,8 @@ what the server does on the wire (framing, keep-alive, pipelining, malformed req
 goes through raw sockets and the small HTTP/1.1 response parser below.
 """
 
-import argparse
-import ctypes
 import datetime
 import email.utils
-import faulthandler
 import json
 import os
 import re
@@ -33,24 +30,14 @@ import uuid
 
 import httpx
 
-HOST = "127.0.0.1"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cserve_harness import (  # noqa: E402
+    HOST, IMF_FIXDATE_RE, IO_TIMEOUT, RUNNING_RE, Server, parse_args, require_executable,
+    run_tests)
 
 # Set from the command line in main().
 HTTPBIN = None
 HELLO = None
-
-IO_TIMEOUT = 5.0          # every socket read/write
-STARTUP_TIMEOUT = 10.0    # until the "running on" line
-EXIT_TIMEOUT = 5.0        # from a signal until the process has exited
-WATCHDOG_SECONDS = 115    # the whole run
-
-RUNNING_RE = re.compile(
-    r"cserve running on http://(?P<host>\[[^\]]*\]|[^\s:/]+):(?P<port>\d+)"
-    r" \(Press CTRL\+C to quit\)")
-
-IMF_FIXDATE_RE = re.compile(
-    r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} "
-    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} GMT$")
 
 
 def expected_bytes(n):
@@ -61,136 +48,6 @@ def expected_bytes(n):
 def expected_stream(n):
     """The body of GET /stream/{n}."""
     return b"".join(b"chunk %d\n" % i for i in range(n))
-
-
-# ---------------------------------------------------------------------------------------
-# The server under test as a subprocess
-# ---------------------------------------------------------------------------------------
-
-def _die_with_parent():
-    """In the child: get SIGKILLed if the test runner dies, so no server outlives it."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
-class Server:
-    """One running server process, its port, and every line it wrote to stderr."""
-
-    def __init__(self, binary, *args, port_zero=True, nofile=None):
-        self.cmd = [binary] + (["--port", "0"] if port_zero else []) + list(args)
-
-        def preexec():
-            _die_with_parent()
-            if nofile is not None:
-                import resource
-                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-
-        self.lines = []
-        self._cond = threading.Condition()
-        self._eof = False
-        self.returncode = None
-        self.proc = subprocess.Popen(
-            self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, preexec_fn=preexec)
-        self._thread = threading.Thread(target=self._drain, daemon=True)
-        self._thread.start()
-        line = self.wait_for_line(lambda l: RUNNING_RE.search(l), STARTUP_TIMEOUT)
-        if line is None:
-            self.kill()
-            raise AssertionError(
-                "%r did not log 'cserve running on http://HOST:PORT' within %.0f s; "
-                "stderr:\n%s" % (self.cmd, STARTUP_TIMEOUT, self.log_text()))
-        m = RUNNING_RE.search(line)
-        self.host = m.group("host")
-        self.port = int(m.group("port"))
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def url(self, path="/"):
-        return "http://%s:%d%s" % (HOST, self.port, path)
-
-    def _drain(self):
-        try:
-            for raw in self.proc.stderr:
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                with self._cond:
-                    self.lines.append(line)
-                    self._cond.notify_all()
-        except (OSError, ValueError):
-            pass
-        finally:
-            with self._cond:
-                self._eof = True
-                self._cond.notify_all()
-
-    def log_lines(self):
-        with self._cond:
-            return list(self.lines)
-
-    def log_text(self):
-        return "\n".join(self.log_lines())
-
-    def wait_for_line(self, pred, timeout):
-        """The first stderr line for which pred is true, waiting up to timeout; or None."""
-        deadline = time.monotonic() + timeout
-        seen = 0
-        with self._cond:
-            while True:
-                for line in self.lines[seen:]:
-                    if pred(line):
-                        return line
-                seen = len(self.lines)
-                remaining = deadline - time.monotonic()
-                if self._eof or remaining <= 0:
-                    return None
-                self._cond.wait(remaining)
-
-    def send_signal(self, sig):
-        self.proc.send_signal(sig)
-
-    def wait(self, timeout=EXIT_TIMEOUT):
-        """The exit status, or None if the process is still running after timeout."""
-        try:
-            self.returncode = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        self._thread.join(2)
-        return self.returncode
-
-    def stop(self, sig=signal.SIGTERM, timeout=EXIT_TIMEOUT):
-        """Signals the process and returns its exit status; fails if it does not exit."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        rc = self.wait(timeout)
-        if rc is None:
-            self.kill()
-            raise AssertionError(
-                "server did not exit within %.1f s of signal %s; stderr:\n%s"
-                % (timeout, sig, self.log_text()))
-        return rc
-
-    def kill(self):
-        """Cleanup: SIGKILL if still running (never fails)."""
-        if self.proc.poll() is None:
-            try:
-                self.proc.kill()
-            except OSError:
-                pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        self._thread.join(2)
-        if self.proc.stderr:
-            try:
-                self.proc.stderr.close()
-            except OSError:
-                pass
 
 
 # ---------------------------------------------------------------------------------------
@@ -1571,19 +1428,12 @@ class AcceptLimitTests(unittest.TestCase):
 
 
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    build = os.path.join(here, "..", "..", "build", "examples")
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--httpbin", default=os.path.join(build, "httpbin"))
-    parser.add_argument("--hello", default=os.path.join(build, "hello"))
-    args, rest = parser.parse_known_args()
+    args, rest = parse_args()
     global HTTPBIN, HELLO
-    HTTPBIN = os.path.abspath(args.httpbin)
-    HELLO = os.path.abspath(args.hello)
-    if not os.access(HTTPBIN, os.X_OK):
-        sys.exit("httpbin_test.py: %s is not an executable" % HTTPBIN)
-    faulthandler.dump_traceback_later(WATCHDOG_SECONDS, exit=True)
-    unittest.main(argv=[sys.argv[0]] + rest)
+    HTTPBIN = args.httpbin
+    HELLO = args.hello
+    require_executable(HTTPBIN, __file__)
+    run_tests(rest)
 
 
 if __name__ == "__main__":

@@ -13,20 +13,14 @@ Everything talks to 127.0.0.1 only, every operation is bounded by a timeout, and
 aborts the whole run if it ever takes longer than two minutes.
 """
 
-import argparse
 import asyncio
 import base64
-import ctypes
-import faulthandler
 import json
 import os
-import re
 import signal
 import socket
 import struct
-import subprocess
 import sys
-import threading
 import time
 import unittest
 
@@ -34,124 +28,11 @@ import httpx
 import websockets
 import websockets.exceptions
 
-HOST = "127.0.0.1"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cserve_harness import (  # noqa: E402
+    HOST, IO_TIMEOUT, Server, parse_args, require_executable, run_tests)
 
 HTTPBIN = None  # set in main()
-
-IO_TIMEOUT = 5.0          # every socket operation and every WebSocket exchange
-STARTUP_TIMEOUT = 10.0    # until the "running on" line
-EXIT_TIMEOUT = 5.0        # from a signal until the process has exited
-WATCHDOG_SECONDS = 115    # the whole run
-
-RUNNING_RE = re.compile(r"cserve running on http://(?P<host>\[[^\]]*\]|[^\s:/]+):(?P<port>\d+)")
-
-
-# ---------------------------------------------------------------------------------------
-# The server under test as a subprocess (as in httpbin_test.py)
-# ---------------------------------------------------------------------------------------
-
-def _die_with_parent():
-    """In the child: get SIGKILLed if the test runner dies, so no server outlives it."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
-class Server:
-    """One running httpbin process, its port, and every line it wrote to stderr."""
-
-    def __init__(self, *args):
-        self.cmd = [HTTPBIN, "--port", "0"] + list(args)
-        self.lines = []
-        self._cond = threading.Condition()
-        self._eof = False
-        self.proc = subprocess.Popen(
-            self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
-        self._thread = threading.Thread(target=self._drain, daemon=True)
-        self._thread.start()
-        line = self.wait_for_line(lambda l: RUNNING_RE.search(l), STARTUP_TIMEOUT)
-        if line is None:
-            self.kill()
-            raise AssertionError("%r did not start within %.0f s; stderr:\n%s"
-                                 % (self.cmd, STARTUP_TIMEOUT, self.log_text()))
-        self.port = int(RUNNING_RE.search(line).group("port"))
-
-    def url(self, path="/"):
-        return "http://%s:%d%s" % (HOST, self.port, path)
-
-    def ws_url(self, path):
-        return "ws://%s:%d%s" % (HOST, self.port, path)
-
-    def _drain(self):
-        try:
-            for raw in self.proc.stderr:
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                with self._cond:
-                    self.lines.append(line)
-                    self._cond.notify_all()
-        except (OSError, ValueError):
-            pass
-        finally:
-            with self._cond:
-                self._eof = True
-                self._cond.notify_all()
-
-    def log_text(self):
-        with self._cond:
-            return "\n".join(self.lines)
-
-    def wait_for_line(self, pred, timeout):
-        """The first stderr line for which pred is true, waiting up to timeout; or None."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for line in self.lines:
-                    if pred(line):
-                        return line
-                remaining = deadline - time.monotonic()
-                if self._eof or remaining <= 0:
-                    return None
-                self._cond.wait(remaining)
-
-    def wait(self, timeout=EXIT_TIMEOUT):
-        """The exit status, or None if the process is still running after timeout."""
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        self._thread.join(2)
-        return rc
-
-    def stop(self, sig=signal.SIGTERM, timeout=EXIT_TIMEOUT):
-        """Signals the process and returns its exit status; fails if it does not exit."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        rc = self.wait(timeout)
-        if rc is None:
-            self.kill()
-            raise AssertionError("server did not exit within %.1f s of signal %s; stderr:\n%s"
-                                 % (timeout, sig, self.log_text()))
-        return rc
-
-    def kill(self):
-        """Cleanup: SIGKILL if still running (never fails)."""
-        if self.proc.poll() is None:
-            try:
-                self.proc.kill()
-            except OSError:
-                pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        self._thread.join(2)
-        try:
-            self.proc.stderr.close()
-        except OSError:
-            pass
 
 
 # ---------------------------------------------------------------------------------------
@@ -264,7 +145,7 @@ class ServerTestCase(unittest.TestCase):
 
     def start_server(self, *args):
         """A fresh server for this test only; killed at cleanup if still running."""
-        server = Server(*args)
+        server = Server(HTTPBIN, *args)
         self.addCleanup(server.kill)
         return server
 
@@ -274,7 +155,7 @@ class WebSocketRouteTests(ServerTestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.server = Server()
+        cls.server = Server(HTTPBIN)
 
     @classmethod
     def tearDownClass(cls):
@@ -540,17 +421,11 @@ class WebSocketConfigTests(ServerTestCase):
 
 
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--httpbin", default=os.path.join(here, "..", "..", "build", "examples", "httpbin"))
-    parser.add_argument("--hello")  # passed by ctest to every script; not used here
-    args, rest = parser.parse_known_args()
+    args, rest = parse_args()  # --hello: passed by ctest to every script; not used here
     global HTTPBIN
-    HTTPBIN = os.path.abspath(args.httpbin)
-    if not os.access(HTTPBIN, os.X_OK):
-        sys.exit("websocket_test.py: %s is not an executable" % HTTPBIN)
-    faulthandler.dump_traceback_later(WATCHDOG_SECONDS, exit=True)
-    unittest.main(argv=[sys.argv[0]] + rest)
+    HTTPBIN = args.httpbin
+    require_executable(HTTPBIN, __file__)
+    run_tests(rest)
 
 
 if __name__ == "__main__":
