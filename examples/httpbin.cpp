@@ -11,14 +11,20 @@
 //   GET /stream/{n}       n chunks "chunk {i}\n", chunked
 //   GET /status/{code}    that status, empty body
 //   GET /delay/{ms}       waits, then "done"
+//   GET /block/{ms}       blocks the worker's event loop (a synchronous sleep), then "done";
+//                         what the --workers watchdog (--timeout-worker-healthcheck) catches
 //   GET /error/before     throws before the response starts   -> 500
 //   GET /error/after      throws after the response started   -> connection closed
 //   GET /error/none       returns without a response          -> 500
-//   GET /pid              this process id
+//   GET /pid              the serving process id (a worker's, under --workers)
 //   GET /disconnect       waits for the client to go, counts it
 //   GET /disconnects      {"count": N}
 //   POST /upload          reads the body, {"bytes": N}
 //   GET /state            {"startup_ran": true} once the lifespan startup has run
+//
+// With HTTPBIN_FAIL_STARTUP=message in the environment the lifespan startup fails with that
+// message (the server then exits with status 3). The app is built per worker with
+// cserve::factory, so each worker process has its own counters.
 //
 // WebSocket routes:
 //   /ws/echo              accepts (first offered subprotocol), echoes text as text, bytes as bytes
@@ -36,10 +42,13 @@
 #include <charconv>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 
 #include <unistd.h>
 
@@ -48,8 +57,11 @@ namespace {
 namespace net = boost::asio;
 namespace http = cserve::http;
 
-// Clients that went away while waiting on /disconnect (one io_context thread per process).
-std::uint64_t disconnects = 0;
+// What one application instance (one per worker) keeps.
+struct app_state {
+    // Clients that went away while waiting on /disconnect (one io_context thread).
+    std::uint64_t disconnects = 0;
+};
 
 std::optional<std::uint64_t>
 number(std::string_view s)
@@ -208,6 +220,10 @@ lifespan(cserve::scope& scope, cserve::receive receive, cserve::send send)
     for (;;) {
         auto e = co_await receive();
         if (std::holds_alternative<cserve::lifespan::startup>(e)) {
+            if (char const* fail = std::getenv("HTTPBIN_FAIL_STARTUP")) {
+                co_await send(cserve::lifespan::startup_failed{.message = fail});
+                co_return;
+            }
             scope.state["startup_ran"] = true;
             co_await send(cserve::lifespan::startup_complete{});
         } else if (std::holds_alternative<cserve::lifespan::shutdown>(e)) {
@@ -284,7 +300,7 @@ websocket_app(cserve::scope& scope, cserve::receive receive, cserve::send send)
 }
 
 cserve::task<>
-app(cserve::scope& scope, cserve::receive receive, cserve::send send)
+app(app_state& st, cserve::scope& scope, cserve::receive receive, cserve::send send)
 {
     if (scope.type == cserve::scope_type::lifespan) {
         co_await lifespan(scope, receive, send);
@@ -331,6 +347,9 @@ app(cserve::scope& scope, cserve::receive receive, cserve::send send)
         throw std::runtime_error("failure after the response started");
     } else if (get && path == "/error/none") {
         co_return;
+    } else if (auto ms = tail("/block/"); ms && number(*ms)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(*number(*ms))); // deliberately blocking
+        co_await respond(send, 200, "done");
     } else if (get && path == "/pid") {
         co_await respond(send, 200, std::to_string(::getpid()));
     } else if (get && path == "/disconnect") {
@@ -339,12 +358,12 @@ app(cserve::scope& scope, cserve::receive receive, cserve::send send)
             if (std::holds_alternative<http::disconnect>(e))
                 break;
         }
-        ++disconnects;
+        ++st.disconnects;
     } else if (get && path == "/state") {
         bool ran = scope.state.contains("startup_ran");
         co_await respond(send, 200, ran ? "{\"startup_ran\": true}" : "{\"startup_ran\": false}", "application/json");
     } else if (get && path == "/disconnects") {
-        co_await respond(send, 200, "{\"count\": " + std::to_string(disconnects) + "}", "application/json");
+        co_await respond(send, 200, "{\"count\": " + std::to_string(st.disconnects) + "}", "application/json");
     } else if (scope.method == "POST" && path == "/upload") {
         std::uint64_t total = 0;
         for (;;) {
@@ -362,10 +381,20 @@ app(cserve::scope& scope, cserve::receive receive, cserve::send send)
     }
 }
 
+// Called in each worker after fork: every worker gets its own state.
+cserve::app_function
+make_app()
+{
+    auto st = std::make_shared<app_state>();
+    return [st](cserve::scope& scope, cserve::receive receive, cserve::send send) {
+        return app(*st, scope, receive, send);
+    };
+}
+
 } // namespace
 
 int
 main(int argc, char** argv)
 {
-    return cserve::run(app, argc, argv);
+    return cserve::run(cserve::factory(make_app), argc, argv);
 }

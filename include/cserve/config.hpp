@@ -59,6 +59,17 @@ struct config {
     /// The listen(2) backlog. (--backlog)
     int backlog = 2048;
 
+    /// Worker processes for run(). More than one starts a supervisor: a master process
+    /// binds the listeners, forks this many workers, each with its own io_context, and
+    /// replaces those that die. Unset: $WEB_CONCURRENCY, else 1 (one process, no master).
+    /// (--workers)
+    std::optional<unsigned> workers;
+
+    /// With workers: a worker whose event loop has not reported to the master for this
+    /// long is killed (SIGABRT, then SIGKILL) and replaced. (--timeout-worker-healthcheck,
+    /// seconds)
+    std::chrono::milliseconds timeout_worker_healthcheck = std::chrono::seconds(5);
+
     /// Lines below this level are not logged. (--log-level)
     cserve::log_level log_level = cserve::log_level::info;
 
@@ -67,6 +78,10 @@ struct config {
 
     /// Where log lines go; empty means standard error.
     cserve::log_sink log_sink;
+
+    /// run() only: standard error (and so every log line of the default sink) is appended
+    /// to this file; SIGUSR1 reopens it, for log rotation. (--log-file)
+    std::string log_file;
 
     /// The mount point of the application, put in front of every scope's path. (--root-path)
     std::string root_path;

@@ -8,9 +8,11 @@
 #include <cserve/config.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 namespace cserve {
 
@@ -42,10 +44,49 @@ parse_command_line(int argc, char const* const* argv, config defaults = {});
 /// The --help text for `program`.
 CSERVE_DECL std::string usage(std::string_view program);
 
+/** Builds the application inside each worker process, after fork.
+
+    With `run(cserve::factory(create_app), ...)` every worker calls `create_app()` once
+    before it serves, so each has its own state (connections, caches, threads) and nothing
+    made in the master is shared by accident. In single-process mode it is called once.
+    An exception from it stops the server: the process (or, under a supervisor, the
+    whole server) exits with status 1.
+
+    @par Example
+    @code
+    cserve::app_function create_app()
+    {
+        auto db = std::make_shared<pool>(); // one per worker
+        return [db](cserve::scope& s, cserve::receive r, cserve::send snd) -> cserve::task<> {
+            co_await handle(*db, s, r, snd);
+        };
+    }
+    int main(int argc, char** argv) { return cserve::run(cserve::factory(create_app), argc, argv); }
+    @endcode
+*/
+class factory {
+public:
+    template <class F>
+        requires std::is_invocable_r_v<app_function, F&>
+    explicit factory(F f) : make_(std::move(f))
+    {
+    }
+
+    /// Builds one application.
+    app_function
+    operator()() const
+    {
+        return make_();
+    }
+
+private:
+    std::function<app_function()> make_;
+};
+
 /** Serves `app` on host:port until SIGINT or SIGTERM, then drains and returns 0.
 
     @return The process exit status: 0 after a clean shutdown, 1 when the server could not
-    start.
+    start, 3 when the application failed its lifespan startup.
 */
 CSERVE_DECL int run(app_function app, std::string_view host, std::uint16_t port);
 
@@ -62,6 +103,20 @@ CSERVE_DECL int run(app_function app, config cfg);
     @endcode
 */
 CSERVE_DECL int run(app_function app, int argc, char const* const* argv);
+
+/// As run(app, host, port), with the application built by `make` (in each worker).
+CSERVE_DECL int run(factory make, std::string_view host, std::uint16_t port);
+
+/** As run(app, cfg), with the application built by `make` in each worker.
+
+    With `cfg.workers` (or $WEB_CONCURRENCY) above 1 the process becomes a supervisor: it
+    binds the listeners, forks the workers and manages them with signals (see the README,
+    "Workers and signals"). It returns the exit status once every worker has ended.
+*/
+CSERVE_DECL int run(factory make, config cfg);
+
+/// As run(app, argc, argv), with the application built by `make` in each worker.
+CSERVE_DECL int run(factory make, int argc, char const* const* argv);
 
 } // namespace cserve
 

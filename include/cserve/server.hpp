@@ -22,6 +22,7 @@ namespace cserve {
 
 namespace detail {
 class server_impl;
+struct server_access;
 } // namespace detail
 
 /** Serves an application on an io_context the caller owns.
@@ -125,6 +126,7 @@ public:
     CSERVE_DECL cserve::logger const& get_logger() const noexcept;
 
 private:
+    friend struct detail::server_access;
     std::unique_ptr<detail::server_impl> impl_;
 };
 

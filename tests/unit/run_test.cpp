@@ -8,7 +8,9 @@
 #include <cstdlib>
 #include <initializer_list>
 #include <optional>
+#include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace {
@@ -529,4 +531,109 @@ TEST_CASE("run: the environment variables the tests set are gone afterwards", "[
     CHECK(cl.cfg.port == 8000);
     CHECK(cl.cfg.access_log);
     CHECK(cl.cfg.forwarded_allow_ips == "127.0.0.1");
+}
+
+TEST_CASE("run: the worker flags set workers, timeout_worker_healthcheck and log_file", "[run][flags][workers]")
+{
+    SECTION("defaults: workers unset, a 5 s healthcheck, no log file")
+    {
+        auto cl = parse({});
+        CHECK_FALSE(cl.cfg.workers);
+        CHECK(cl.cfg.timeout_worker_healthcheck == 5s);
+        CHECK(cl.cfg.log_file.empty());
+    }
+    SECTION("values")
+    {
+        auto cl = parse({"--workers", "4", "--timeout-worker-healthcheck", "2.5", "--log-file", "/var/log/app.log"});
+        REQUIRE(cl.cfg.workers);
+        CHECK(*cl.cfg.workers == 4u);
+        CHECK(cl.cfg.timeout_worker_healthcheck == 2500ms);
+        CHECK(cl.cfg.log_file == "/var/log/app.log");
+    }
+    SECTION("bad values")
+    {
+        CHECK(usage_error_of({"--workers", "0"}).find("--workers") != std::string::npos);
+        CHECK(usage_error_of({"--workers", "two"}).find("--workers") != std::string::npos);
+        CHECK(usage_error_of({"--workers", "100000"}).find("--workers") != std::string::npos);
+        CHECK(usage_error_of({"--timeout-worker-healthcheck", "0"}).find("--timeout-worker-healthcheck") !=
+              std::string::npos);
+        CHECK(usage_error_of({"--timeout-worker-healthcheck", "soon"}).find("--timeout-worker-healthcheck") !=
+              std::string::npos);
+        CHECK(usage_error_of({"--log-file"}).find("--log-file") != std::string::npos);
+    }
+    SECTION("usage() lists them")
+    {
+        auto text = cserve::usage("prog");
+        for (char const* flag : {"--workers INTEGER", "--timeout-worker-healthcheck SECONDS", "--log-file PATH"})
+            CHECK(text.find(flag) != std::string::npos);
+        CHECK(text.find("WEB_CONCURRENCY") != std::string::npos);
+    }
+}
+
+TEST_CASE("run: WEB_CONCURRENCY sets the default worker count, below CSERVE_WORKERS and --workers",
+          "[run][environment][workers]")
+{
+    SECTION("WEB_CONCURRENCY alone")
+    {
+        env_guard web("WEB_CONCURRENCY", "3");
+        auto cl = parse({});
+        REQUIRE(cl.cfg.workers);
+        CHECK(*cl.cfg.workers == 3u);
+    }
+    SECTION("CSERVE_WORKERS wins over WEB_CONCURRENCY, the flag over both")
+    {
+        env_guard web("WEB_CONCURRENCY", "3");
+        env_guard workers("CSERVE_WORKERS", "5");
+        CHECK(parse({}).cfg.workers.value_or(0) == 5u);
+        CHECK(parse({"--workers", "2"}).cfg.workers.value_or(0) == 2u);
+    }
+    SECTION("a bad value is a usage_error naming the variable")
+    {
+        env_guard web("WEB_CONCURRENCY", "lots");
+        CHECK(usage_error_of({}).find("WEB_CONCURRENCY") != std::string::npos);
+    }
+}
+
+TEST_CASE("run: a factory that throws stops run() with status 1 before anything is served", "[run][factory]")
+{
+    std::vector<std::string> lines;
+    cserve::config cfg;
+    cfg.port = 0;
+    cfg.workers = 1;
+    cfg.log_sink = [&](cserve::log_level, std::string_view m) { lines.emplace_back(m); };
+    int calls = 0;
+    auto make = [&]() -> cserve::app_function {
+        ++calls;
+        throw std::runtime_error("no database");
+    };
+    CHECK(cserve::run(cserve::factory(make), cfg) == 1);
+    CHECK(calls == 1);
+    bool named = false;
+    for (auto const& l : lines)
+        named = named || (l.find("Error loading application") != std::string::npos && l.find("no database") != std::string::npos);
+    CHECK(named);
+}
+
+TEST_CASE("run: an unusable --log-file or WEB_CONCURRENCY stops run() before it serves", "[run][factory][errors]")
+{
+    int calls = 0;
+    auto make = [&]() -> cserve::app_function {
+        ++calls;
+        return [](cserve::scope&, cserve::receive, cserve::send) -> cserve::task<> { co_return; };
+    };
+    SECTION("a log file in a directory that does not exist: status 1")
+    {
+        cserve::config cfg;
+        cfg.port = 0;
+        cfg.log_file = "/nonexistent-dir-of-cserve-tests/app.log";
+        CHECK(cserve::run(cserve::factory(make), cfg) == 1);
+    }
+    SECTION("a bad WEB_CONCURRENCY: status 2")
+    {
+        env_guard web("WEB_CONCURRENCY", "0");
+        cserve::config cfg;
+        cfg.port = 0;
+        CHECK(cserve::run(cserve::factory(make), cfg) == 2);
+    }
+    CHECK(calls == 0);
 }

@@ -86,6 +86,8 @@ public:
     std::vector<std::string> listen_urls_; // for the "running on" line
     std::function<void()> on_ready_;
     bool created_uds_ = false; // the socket file is ours to remove
+    std::vector<int> inherited_fds_; // listeners handed down by a supervisor, used first
+    bool announce_ = true;           // log the "running on" lines
     std::shared_ptr<lifespan_session> lifespan_;
 
 private:

@@ -43,6 +43,10 @@ inline constexpr std::uint64_t discard_limit = 1024 * 1024;
 inline constexpr std::chrono::seconds linger_time{2};
 inline constexpr std::size_t linger_limit = 256 * 1024;
 
+// How long an idle keep-alive connection stays open once the server drains, for a request
+// the client sent before it could see the close.
+inline constexpr std::chrono::milliseconds drain_grace{100};
+
 inline bool
 is_tchar(unsigned char c) noexcept
 {
@@ -250,8 +254,11 @@ http1_connection::begin_drain() noexcept
     if (auto ws = ws_.lock())
         ws->begin_drain();
     if (phase_ == phase::idle && in_.size() == 0) {
-        boost::system::error_code ec;
-        socket_.cancel(ec);
+        // The client may have sent its next request already, not yet knowing that we
+        // are closing (the keep-alive race of RFC 9112 §9.3.1). Give it a moment to
+        // arrive and answer it with connection: close; a connection still idle then is
+        // closed. A busy client thus loses no request to a shutdown or a restart.
+        set_deadline(std::min(deadline_, clock::now() + http1::drain_grace));
     }
 }
 
@@ -452,8 +459,6 @@ http1_connection::read_header()
             if (in_.size() >= limit)
                 co_return 431;
         }
-        if (draining_ && in_.size() == 0)
-            co_return -1;
         timed_out_ = false;
         auto [ec, n] = co_await socket_.async_read_some(in_.prepare(16 * 1024), http1::use_tuple);
         if (ec) {

@@ -111,6 +111,17 @@ flag_table()
          [](config& c, std::string_view n, std::string_view v) { c.fd = parse_integer<int>(n, v, 0, 1 << 20); }},
         {"--backlog", "INTEGER", "Maximum number of connections to hold in backlog.  [default: 2048]",
          [](config& c, std::string_view n, std::string_view v) { c.backlog = parse_integer<int>(n, v, 1, 1 << 20); }},
+        {"--workers", "INTEGER", "Number of worker processes. Defaults to the $WEB_CONCURRENCY environment variable if available, or 1.",
+         [](config& c, std::string_view n, std::string_view v) { c.workers = parse_integer<unsigned>(n, v, 1, 1024); }},
+        {"--timeout-worker-healthcheck", "SECONDS", "Kill and replace a worker whose event loop has not answered for this long.  [default: 5]",
+         [](config& c, std::string_view n, std::string_view v) {
+             auto t = parse_seconds(n, v);
+             if (t.count() < 100)
+                 bad_value(n, v, "at least 0.1 seconds");
+             c.timeout_worker_healthcheck = t;
+         }},
+        {"--log-file", "PATH", "Append log lines to this file instead of standard error; SIGUSR1 reopens it.",
+         [](config& c, std::string_view, std::string_view v) { c.log_file = v; }},
         {"--log-level", "[critical|error|warning|info|debug|trace]", "Log level.  [default: info]",
          [](config& c, std::string_view n, std::string_view v) {
              auto l = parse_log_level(v);
@@ -254,10 +265,16 @@ env_name(std::string_view flag)
 inline void
 apply_environment(config& cfg, std::span<flag_spec const> table)
 {
-    if (char const* v = std::getenv("FORWARDED_ALLOW_IPS"))
-        for (auto const& f : table)
-            if (f.name == "--forwarded-allow-ips")
-                f.apply(cfg, "FORWARDED_ALLOW_IPS", v);
+    // uvicorn's (and gunicorn's) own variables, below CSERVE_<FLAG>.
+    static constexpr std::pair<char const*, std::string_view> plain[] = {
+        {"FORWARDED_ALLOW_IPS", "--forwarded-allow-ips"},
+        {"WEB_CONCURRENCY", "--workers"},
+    };
+    for (auto [var, flag] : plain)
+        if (char const* v = std::getenv(var))
+            for (auto const& f : table)
+                if (f.name == flag)
+                    f.apply(cfg, var, v);
     for (auto const& f : table) {
         if (f.name.starts_with("--no-"))
             continue;
@@ -308,6 +325,12 @@ sd_notify(char const* state) noexcept
 }
 
 } // namespace detail
+
+} // namespace cserve
+
+#include <cserve/impl/supervisor.ipp>
+
+namespace cserve {
 
 command_line
 parse_command_line(int argc, char const* const* argv, config defaults)
@@ -370,82 +393,49 @@ usage(std::string_view program)
     return text;
 }
 
-int
-run(app_function app, std::string_view host, std::uint16_t port)
-{
-    config cfg;
-    cfg.host = host;
-    cfg.port = port;
-    return run(std::move(app), std::move(cfg));
-}
+namespace detail {
 
-int
-run(app_function app, config cfg)
+// What a run() wants: the app maker and the settings, with the worker count resolved.
+inline int
+run_with(factory const& make, config cfg)
 {
-    namespace net = boost::asio;
     // Writes to a vanished peer must fail with EPIPE, not kill the process.
     std::signal(SIGPIPE, SIG_IGN);
-
-    net::io_context ioc(1);
-    server srv(ioc, std::move(app), std::move(cfg));
-    auto const& log = srv.get_logger();
-    auto const pid = std::to_string(::getpid());
-    log.log(log_level::info, "Started server process [" + pid + "]");
-
-    boost::system::error_code ec;
-    srv.listen(ec);
-    if (ec) {
-        auto const& c = srv.get_config();
-        std::string where = !c.uds.empty() ? "'" + c.uds + "'"
-                            : c.fd >= 0    ? "fd " + std::to_string(c.fd)
-                                           : "('" + c.host + "', " + std::to_string(c.port) + ")";
-        log.log(log_level::error, "[Errno " + std::to_string(ec.value()) + "] error while attempting to bind on address " +
-                                      where + ": " + ec.message());
+    if (!cfg.log_file.empty() && !reopen_log_file(cfg.log_file)) {
+        std::string msg = "Error: cannot open log file '" + cfg.log_file + "': " + std::strerror(errno) + "\n";
+        std::fputs(msg.c_str(), stderr);
         return 1;
     }
-
-    // SIGINT or SIGTERM: graceful shutdown; the second one: stop now.
-    net::signal_set signals(ioc, SIGINT, SIGTERM);
-    bool served = false;
-    std::function<void(boost::system::error_code, int)> on_signal = [&](boost::system::error_code e, int) {
-        // A signal that lands just as serve() completes must not re-arm the wait: that
-        // would leave the io_context with work forever.
-        if (e || served)
-            return;
-        detail::sd_notify("STOPPING=1");
-        srv.shutdown();
-        signals.async_wait(on_signal);
-    };
-    signals.async_wait(on_signal);
-
-    srv.on_ready([] { detail::sd_notify("READY=1"); });
-    int status = 0;
-    net::co_spawn(ioc, srv.serve(), [&](std::exception_ptr e) {
-        served = true;
-        if (e) {
-            status = 1;
+    if (!cfg.workers) {
+        if (char const* v = std::getenv("WEB_CONCURRENCY")) {
             try {
-                std::rethrow_exception(e);
-            } catch (boost::system::system_error const& ex) {
-                if (ex.code() == error::startup_failed)
-                    status = 3; // uvicorn's exit status for a failed startup; already logged
-                else
-                    log.log(log_level::error, ex.what());
-            } catch (std::exception const& ex) {
-                log.log(log_level::error, ex.what());
-            } catch (...) {
+                config probe;
+                for (auto const& f : flag_table())
+                    if (f.name == "--workers")
+                        f.apply(probe, "WEB_CONCURRENCY", v);
+                cfg.workers = probe.workers;
+            } catch (usage_error const& e) {
+                std::string msg = "Error: " + std::string(e.what()) + "\n";
+                std::fputs(msg.c_str(), stderr);
+                return 2;
             }
         }
-        boost::system::error_code ignored;
-        signals.cancel(ignored);
-    });
-    ioc.run();
-    log.log(log_level::info, "Finished server process [" + pid + "]");
-    return status;
+    }
+    if (cfg.workers.value_or(1) > 1)
+        return supervisor(make, std::move(cfg)).run();
+
+    app_function app;
+    try {
+        app = make();
+    } catch (std::exception const& e) {
+        logger(cfg.log_level, cfg.log_sink).log(log_level::critical, std::string("Error loading application: ") + e.what());
+        return 1;
+    }
+    return serve_process(std::move(app), std::move(cfg), nullptr);
 }
 
-int
-run(app_function app, int argc, char const* const* argv)
+inline int
+run_with_args(factory const& make, int argc, char const* const* argv)
 {
     std::string program = argc > 0 && argv[0] ? argv[0] : "cserve";
     command_line cl;
@@ -460,7 +450,54 @@ run(app_function app, int argc, char const* const* argv)
         std::fputs(usage(program).c_str(), stdout);
         return 0;
     }
-    return run(std::move(app), std::move(cl.cfg));
+    return run_with(make, std::move(cl.cfg));
+}
+
+inline factory
+always(app_function app)
+{
+    return factory([app = std::move(app)] { return app; });
+}
+
+} // namespace detail
+
+int
+run(app_function app, std::string_view host, std::uint16_t port)
+{
+    return run(detail::always(std::move(app)), host, port);
+}
+
+int
+run(app_function app, config cfg)
+{
+    return detail::run_with(detail::always(std::move(app)), std::move(cfg));
+}
+
+int
+run(app_function app, int argc, char const* const* argv)
+{
+    return detail::run_with_args(detail::always(std::move(app)), argc, argv);
+}
+
+int
+run(factory make, std::string_view host, std::uint16_t port)
+{
+    config cfg;
+    cfg.host = host;
+    cfg.port = port;
+    return detail::run_with(make, std::move(cfg));
+}
+
+int
+run(factory make, config cfg)
+{
+    return detail::run_with(make, std::move(cfg));
+}
+
+int
+run(factory make, int argc, char const* const* argv)
+{
+    return detail::run_with_args(make, argc, argv);
 }
 
 } // namespace cserve

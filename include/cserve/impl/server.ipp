@@ -152,6 +152,13 @@ server_impl::listen(boost::system::error_code& ec)
     if (!acceptors_.empty())
         return;
 
+    if (!inherited_fds_.empty()) {
+        for (int fd : inherited_fds_)
+            if (!ec)
+                adopt(fd, ec);
+        return;
+    }
+
     // systemd socket activation (sd_listen_fds(3)): descriptors from 3 on, for this process.
     char const* listen_pid = std::getenv("LISTEN_PID");
     char const* listen_fds = std::getenv("LISTEN_FDS");
@@ -377,7 +384,7 @@ server_impl::run()
         }
     }
 
-    for (auto const& url : listen_urls_)
+    for (auto const& url : announce_ ? listen_urls_ : std::vector<std::string>{})
         log_.log(log_level::info, "cserve running on " + url + " (Press CTRL+C to quit)");
     if (on_ready_)
         on_ready_();
