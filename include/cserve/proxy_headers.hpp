@@ -65,6 +65,15 @@ private:
 */
 CSERVE_DECL app_function proxy_headers(app_function app, trusted_hosts trusted);
 
+namespace detail {
+
+// What proxy_headers() does to a scope before the application sees it: rewrites scheme
+// and client when the peer is trusted and sent X-Forwarded-*. Returns whether it did.
+// The server calls it directly, without the middleware's coroutine frame.
+CSERVE_DECL bool apply_proxy_headers(scope& s, trusted_hosts const& trusted);
+
+} // namespace detail
+
 } // namespace cserve
 
 #ifdef CSERVE_HEADER_ONLY

@@ -1763,3 +1763,38 @@ TEST_CASE("http1_connection: trailers may come in several events", "[http1_conne
     REQUIRE(p.responses.size() == 1);
     CHECK(p.responses[0].body() == "abcde");
 }
+
+TEST_CASE("http1_connection: a body sent whole in one event gets a content-length instead of chunks",
+          "[http1_connection][framing][content-length]")
+{
+    auto app = [](cserve::scope& s, cserve::receive, cserve::send send) -> task<> {
+        bool const trailers = s.path == "/trailers";
+        co_await send(http::response_start{.status = 200, .headers = {{"content-type", "text/plain"}}, .trailers = trailers});
+        co_await send(http::response_body{.body = s.path == "/empty" ? "" : "Hello, world!"});
+        if (trailers)
+            co_await send(http::response_trailers{.headers = {{"x-sum", "1"}}});
+    };
+    ct::response_result whole, empty, with_trailers;
+    auto r = ct::run_server(app, ct::test_config(), [&](unsigned short port) -> task<> {
+        auto s = co_await ct::connect(port);
+        beast::flat_buffer buf;
+        co_await ct::write(s, ct::get("/") + ct::get("/empty") + ct::get("/trailers"));
+        whole = co_await ct::read_response(s, buf);
+        empty = co_await ct::read_response(s, buf);
+        with_trailers = co_await ct::read_response(s, buf);
+    });
+    CSERVE_REQUIRE_RUN(r);
+    REQUIRE(whole.ok());
+    CHECK(whole.header("content-length") == "13");
+    CHECK_FALSE(whole.has("transfer-encoding"));
+    CHECK(whole.msg.body() == "Hello, world!");
+    REQUIRE(empty.ok());
+    CHECK(empty.header("content-length") == "0");
+    CHECK_FALSE(empty.has("transfer-encoding"));
+    CHECK(empty.msg.body().empty());
+    // Trailers need a chunked body, so there the whole body is still one chunk.
+    REQUIRE(with_trailers.ok());
+    CHECK(with_trailers.header("transfer-encoding") == "chunked");
+    CHECK_FALSE(with_trailers.has("content-length"));
+    CHECK(with_trailers.msg.body() == "Hello, world!");
+}

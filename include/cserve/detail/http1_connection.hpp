@@ -71,6 +71,10 @@ private:
     CSERVE_DECL task<> write_body(std::string const& body, bool more);
     CSERVE_DECL task<> write_trailers(http::response_trailers const& t);
     CSERVE_DECL task<> write_out(net::const_buffer body, std::string_view tail);
+    CSERVE_DECL bool prepare_body(std::string const& body, bool more, std::string_view& tail);
+    CSERVE_DECL bool write_now(net::const_buffer body, std::string_view tail, std::size_t& done);
+    CSERVE_DECL task<> write_rest(net::const_buffer body, std::string_view tail, std::size_t done);
+    CSERVE_DECL void finish_write(boost::system::error_code ec);
     CSERVE_DECL void start_response(http::response_start& s);
     CSERVE_DECL void complete_response() noexcept;
     CSERVE_DECL void reset_request() noexcept;
@@ -122,6 +126,8 @@ private:
     bool no_body_ = false;
     bool trailers_ = false;
     bool trailer_open_ = false;
+    bool framing_pending_ = false; // content-length or chunked: told by the first body event
+    std::uint32_t framing_at_ = 0; // where in out_ that header goes
     int status_ = 0;
     std::optional<std::uint64_t> length_;
     std::uint64_t sent_ = 0;

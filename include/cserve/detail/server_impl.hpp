@@ -7,6 +7,7 @@
 #include <cserve/app.hpp>
 #include <cserve/config.hpp>
 #include <cserve/log.hpp>
+#include <cserve/proxy_headers.hpp>
 #include <cserve/scope.hpp>
 #include <cserve/task.hpp>
 
@@ -81,6 +82,7 @@ public:
     app_function app_;
     config cfg_;
     logger log_;
+    std::optional<trusted_hosts> trusted_; // with config::proxy_headers: see apply_proxy_headers
     std::vector<acceptor_type> acceptors_;
     std::vector<address> local_addresses_;
     std::vector<std::string> listen_urls_; // for the "running on" line

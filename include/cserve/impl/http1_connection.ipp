@@ -13,6 +13,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/buffers_suffix.hpp>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/status.hpp>
 #include <boost/core/demangle.hpp>
@@ -41,7 +42,7 @@ inline constexpr std::uint64_t discard_limit = 1024 * 1024;
 // How long, and how much, a closing connection reads so that its last response is not
 // destroyed by a reset (RFC 9112 §9.6).
 inline constexpr std::chrono::seconds linger_time{2};
-inline constexpr std::size_t linger_limit = 256 * 1024;
+inline constexpr std::size_t linger_limit = 4 * 1024 * 1024; // nginx: time-bound only
 
 // How long an idle keep-alive connection stays open once the server drains, for a request
 // the client sent before it could see the close.
@@ -329,6 +330,7 @@ http1_connection::serve()
         if (family == AF_INET || family == AF_INET6)
             socket_.set_option(net::ip::tcp::no_delay(true), ec);
     }
+    socket_.non_blocking(true, ec); // write_now() sends without waiting
     if (scope_.client) {
         client_text_ = scope_.client->host;
         if (scope_.client->port != 0) {
@@ -550,11 +552,19 @@ http1_connection::is_websocket_upgrade() const noexcept
 task<>
 http1_connection::call_app()
 {
+    bool const proxied = srv_.trusted_ && apply_proxy_headers(scope_, *srv_.trusted_);
     std::exception_ptr failure;
     try {
         co_await srv_.app_(scope_, cserve::receive{*this}, cserve::send{*this});
     } catch (...) {
         failure = std::current_exception();
+    }
+    if (proxied) {
+        // The next request on this connection starts from the peer again.
+        scope_.scheme = "http";
+        boost::system::error_code ec;
+        auto remote = socket_.remote_endpoint(ec);
+        scope_.client = ec ? std::nullopt : to_address(remote);
     }
     if (closed_)
         co_return;
@@ -853,7 +863,16 @@ http1_connection::send(event e)
             http1::throw_unexpected(e, "before 'http.response.start'");
         if (body_done_)
             http1::throw_unexpected(e, "after response already completed");
-        co_await write_body(body->body, body->more_body);
+        // write_body inlined: one coroutine frame fewer on every response.
+        std::string_view tail;
+        if (prepare_body(body->body, body->more_body, tail)) {
+            auto const bytes = no_body_ ? net::const_buffer() : net::buffer(body->body);
+            std::size_t done = 0;
+            if (!write_now(bytes, tail, done))
+                co_await write_rest(bytes, tail, done);
+        }
+        if (body_done_ && !trailers_)
+            complete_response();
     } else if (auto* trailers = std::get_if<http::response_trailers>(&e)) {
         if (!trailers_ || !body_done_ || complete_)
             http1::throw_unexpected(e, "when no trailers are expected");
@@ -948,8 +967,14 @@ http1_connection::start_response(http::response_start& s)
         out_ += value;
         out_ += "\r\n";
     }
-    if (add_chunked)
+    framing_pending_ = false;
+    if (add_chunked && !no_body_) {
+        // Decided by the first body event: a complete body gets a content-length.
+        framing_pending_ = true;
+        framing_at_ = static_cast<std::uint32_t>(out_.size());
+    } else if (add_chunked) {
         out_ += "transfer-encoding: chunked\r\n";
+    }
     if (!app_connection) {
         if (!keep_alive_)
             out_ += "connection: close\r\n";
@@ -960,19 +985,31 @@ http1_connection::start_response(http::response_start& s)
     access_log();
 }
 
-task<>
-http1_connection::write_body(std::string const& body, bool more)
+bool
+http1_connection::prepare_body(std::string const& body, bool more, std::string_view& tail)
 {
+    if (framing_pending_) {
+        // The whole body in one event: it gets a content-length instead of chunks.
+        framing_pending_ = false;
+        std::string line;
+        if (!more && !trailers_) {
+            chunked_ = false;
+            length_ = body.size();
+            line = "content-length: ";
+            http1::append_decimal(line, body.size());
+            line += "\r\n";
+        } else {
+            line = "transfer-encoding: chunked\r\n";
+        }
+        out_.insert(framing_at_, line);
+    }
     if (no_body_) {
         if (!more) {
             body_done_ = true;
-            co_await write_out({}, {});
-            if (!trailers_)
-                complete_response();
+            return true; // the head alone
         }
-        co_return;
+        return false;
     }
-    std::string_view tail;
     if (length_) {
         if (body.size() > *length_ - sent_)
             throw boost::system::system_error(make_error_code(error::content_length_exceeded),
@@ -985,9 +1022,9 @@ http1_connection::write_body(std::string const& body, bool more)
                 keep_alive_ = false;
             }
         }
-        if (body.empty() && more)
-            co_return; // nothing to write yet: the head goes out with the first bytes
-    } else if (chunked_) {
+        return !(body.empty() && more); // nothing to write yet: the head goes out with the first bytes
+    }
+    if (chunked_) {
         if (!body.empty()) {
             http1::append_hex(out_, body.size());
             out_ += "\r\n";
@@ -998,17 +1035,68 @@ http1_connection::write_body(std::string const& body, bool more)
             if (!trailers_)
                 tail = body.empty() ? std::string_view("0\r\n\r\n") : std::string_view("\r\n0\r\n\r\n");
         }
-        if (out_.empty() && tail.empty())
-            co_return;
-    } else {
-        if (!more)
-            body_done_ = true;
-        if (body.empty() && more)
-            co_return;
+        return !(out_.empty() && tail.empty());
     }
-    co_await write_out(net::buffer(body), tail);
+    if (!more)
+        body_done_ = true;
+    return !(body.empty() && more);
+}
+
+task<>
+http1_connection::write_body(std::string const& body, bool more)
+{
+    std::string_view tail;
+    if (prepare_body(body, more, tail)) {
+        auto const bytes = no_body_ ? net::const_buffer() : net::buffer(body);
+        std::size_t done = 0;
+        if (!write_now(bytes, tail, done))
+            co_await write_rest(bytes, tail, done);
+    }
     if (body_done_ && !trailers_)
         complete_response();
+}
+
+bool
+http1_connection::write_now(net::const_buffer body, std::string_view tail, std::size_t& done)
+{
+    // Most responses fit in the socket's send buffer: one non-blocking send, no
+    // suspension. Only what does not fit waits for the socket (write_rest).
+    std::array<net::const_buffer, 3> buffers{net::buffer(out_), body, net::buffer(tail)};
+    boost::system::error_code ec;
+    done = socket_.write_some(buffers, ec);
+    if (ec == net::error::would_block || ec == net::error::try_again) {
+        ec = {};
+        done = 0;
+    }
+    if (ec || done == net::buffer_size(buffers)) {
+        finish_write(ec);
+        return true;
+    }
+    return false;
+}
+
+task<>
+http1_connection::write_rest(net::const_buffer body, std::string_view tail, std::size_t done)
+{
+    std::array<net::const_buffer, 3> buffers{net::buffer(out_), body, net::buffer(tail)};
+    boost::beast::buffers_suffix<std::array<net::const_buffer, 3>> rest(buffers);
+    rest.consume(done);
+    auto [ec, n] = co_await net::async_write(socket_, rest, http1::use_tuple);
+    finish_write(ec);
+}
+
+void
+http1_connection::finish_write(boost::system::error_code ec)
+{
+    out_.clear();
+    head_written_ = true;
+    if (ec) {
+        disconnected_ = true;
+        keep_alive_ = false;
+        if (monitoring_)
+            monitor_.emit(net::cancellation_type::total);
+        throw client_disconnected();
+    }
 }
 
 task<>
@@ -1043,17 +1131,9 @@ http1_connection::write_trailers(http::response_trailers const& t)
 task<>
 http1_connection::write_out(net::const_buffer body, std::string_view tail)
 {
-    std::array<net::const_buffer, 3> buffers{net::buffer(out_), body, net::buffer(tail)};
-    auto [ec, n] = co_await net::async_write(socket_, buffers, http1::use_tuple);
-    out_.clear();
-    head_written_ = true;
-    if (ec) {
-        disconnected_ = true;
-        keep_alive_ = false;
-        if (monitoring_)
-            monitor_.emit(net::cancellation_type::total);
-        throw client_disconnected();
-    }
+    std::size_t done = 0;
+    if (!write_now(body, tail, done))
+        co_await write_rest(body, tail, done);
 }
 
 void

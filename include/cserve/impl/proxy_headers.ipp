@@ -127,8 +127,38 @@ trusted_hosts::client_from(std::string_view x_forwarded_for) const
 
 namespace detail {
 
+bool
+apply_proxy_headers(scope& s, trusted_hosts const& trusted)
+{
+    if (s.type == scope_type::lifespan || !s.client)
+        return false;
+    auto proto = s.header("x-forwarded-proto");
+    auto xff = s.header("x-forwarded-for");
+    // Most requests carry neither: then the peer's address is not even parsed.
+    if ((!proto && !xff) || !trusted.contains(s.client->host))
+        return false;
+    if (proto) {
+        auto p = trim_ows(*proto);
+        bool const ws = s.type == scope_type::websocket;
+        if (p == "https" || p == "wss")
+            s.scheme = ws ? "wss" : "https";
+        else if (p == "http" || p == "ws")
+            s.scheme = ws ? "ws" : "http";
+    }
+    if (xff) {
+        auto host = trusted.client_from(*xff);
+        if (!host.empty())
+            s.client = address{std::move(host), 0};
+    }
+    return true;
+}
+
 // Puts back what the middleware changed when the application returns, however it returns.
 struct scope_restore {
+    scope_restore(scope& s_) : s(s_), scheme(s_.scheme), client(s_.client) {}
+    scope_restore(scope_restore const&) = delete;
+    scope_restore& operator=(scope_restore const&) = delete;
+
     scope& s;
     std::string_view scheme;
     std::optional<address> client;
@@ -142,22 +172,10 @@ struct scope_restore {
 inline task<>
 call_behind_proxy(app_function const& app, trusted_hosts const& trusted, scope& s, receive r, cserve::send snd)
 {
-    scope_restore restore{s, s.scheme, s.client};
-    if (s.type != scope_type::lifespan && s.client && trusted.contains(s.client->host)) {
-        if (auto proto = s.header("x-forwarded-proto")) {
-            auto p = trim_ows(*proto);
-            bool const ws = s.type == scope_type::websocket;
-            if (p == "https" || p == "wss")
-                s.scheme = ws ? "wss" : "https";
-            else if (p == "http" || p == "ws")
-                s.scheme = ws ? "ws" : "http";
-        }
-        if (auto xff = s.header("x-forwarded-for")) {
-            auto host = trusted.client_from(*xff);
-            if (!host.empty())
-                s.client = address{std::move(host), 0};
-        }
-    }
+    std::optional<scope_restore> restore;
+    if (s.client && (s.header("x-forwarded-proto") || s.header("x-forwarded-for")))
+        restore.emplace(s);
+    apply_proxy_headers(s, trusted);
     co_await app(s, r, snd);
 }
 

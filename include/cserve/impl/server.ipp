@@ -71,9 +71,10 @@ server_impl::server_impl(net::io_context& ioc, app_function app, config cfg)
     : ioc_(ioc)
     , multi_threaded_(net::use_service<net::detail::io_context_impl>(ioc).concurrency_hint() != 1)
     , executor_(multi_threaded_ ? net::any_io_executor(net::make_strand(ioc)) : net::any_io_executor(ioc.get_executor()))
-    , app_(cfg.proxy_headers ? proxy_headers(std::move(app), trusted_hosts(cfg.forwarded_allow_ips)) : std::move(app))
+    , app_(std::move(app))
     , cfg_(std::move(cfg))
     , log_(cfg_.log_level, cfg_.log_sink)
+    , trusted_(cfg_.proxy_headers ? std::optional<trusted_hosts>(std::in_place, cfg_.forwarded_allow_ips) : std::nullopt)
     , wake_timer_(executor_, std::chrono::steady_clock::time_point::max())
 {
     if (cfg_.limit_max_requests) {

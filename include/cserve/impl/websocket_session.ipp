@@ -92,6 +92,9 @@ websocket_session::run()
         }
     }
 
+    if (srv_.trusted_)
+        apply_proxy_headers(s, *srv_.trusted_);
+
     std::exception_ptr failure;
     try {
         co_await srv_.app_(s, cserve::receive{*this}, cserve::send{*this});
