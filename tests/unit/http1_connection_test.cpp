@@ -1798,3 +1798,35 @@ TEST_CASE("http1_connection: a body sent whole in one event gets a content-lengt
     CHECK_FALSE(with_trailers.has("content-length"));
     CHECK(with_trailers.msg.body() == "Hello, world!");
 }
+
+TEST_CASE("http1_connection: a keep-alive connection idle long enough to give its buffers back serves again",
+          "[http1_connection][keep-alive][idle]")
+{
+    auto app = [](cserve::scope& s, cserve::receive, cserve::send send) -> task<> {
+        co_await respond(send, 200, std::string(s.path) + ":" + std::string(s.header("x-n").value_or("")));
+    };
+    ct::response_result first, second, third;
+    auto r = ct::run_server(app, ct::test_config(), [&](unsigned short port) -> task<> {
+        auto s = co_await ct::connect(port);
+        beast::flat_buffer buf;
+        co_await ct::write(s, "GET /a HTTP/1.1\r\nHost: t\r\nX-N: 1\r\n\r\n");
+        first = co_await ct::read_response(s, buf);
+        co_await ct::wait_for(ms(600)); // past the idle release (250 ms), within keep-alive
+        // A request bigger than the small idle buffer, split across writes.
+        std::string big = "GET /b HTTP/1.1\r\nHost: t\r\nX-Pad: " + std::string(1000, 'p') + "\r\nX-N: 2\r\n\r\n";
+        co_await ct::write(s, big.substr(0, 300));
+        co_await ct::wait_for(ms(50));
+        co_await ct::write(s, big.substr(300));
+        second = co_await ct::read_response(s, buf);
+        co_await ct::wait_for(ms(400));
+        co_await ct::write(s, "GET /c HTTP/1.1\r\nHost: t\r\nX-N: 3\r\n\r\n");
+        third = co_await ct::read_response(s, buf);
+    });
+    CSERVE_REQUIRE_RUN(r);
+    REQUIRE(first.ok());
+    CHECK(first.msg.body() == "/a:1");
+    REQUIRE(second.ok());
+    CHECK(second.msg.body() == "/b:2");
+    REQUIRE(third.ok());
+    CHECK(third.msg.body() == "/c:3");
+}

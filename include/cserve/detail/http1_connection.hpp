@@ -4,6 +4,7 @@
 #define CSERVE_DETAIL_HTTP1_CONNECTION_HPP
 
 #include <cserve/detail/config.hpp>
+#include <cserve/detail/buffer_pool.hpp>
 #include <cserve/detail/request_parser.hpp>
 #include <cserve/detail/server_impl.hpp>
 #include <cserve/app.hpp>
@@ -75,6 +76,7 @@ private:
     CSERVE_DECL bool write_now(net::const_buffer body, std::string_view tail, std::size_t& done);
     CSERVE_DECL task<> write_rest(net::const_buffer body, std::string_view tail, std::size_t done);
     CSERVE_DECL void finish_write(boost::system::error_code ec);
+    CSERVE_DECL void release_idle_memory() noexcept;
     CSERVE_DECL void start_response(http::response_start& s);
     CSERVE_DECL void complete_response() noexcept;
     CSERVE_DECL void reset_request() noexcept;
@@ -90,8 +92,10 @@ private:
     net::cancellation_signal cancel_;  // the session's: terminal on force_close
     net::cancellation_signal monitor_; // the disconnect watch inside receive()
     clock::time_point deadline_ = clock::time_point::max();
+    clock::time_point keep_alive_until_{}; // while idle_stage_: the keep-alive deadline
 
-    boost::beast::flat_buffer in_;
+    boost::beast::basic_flat_buffer<pooled_allocator<char>> in_; // empty between requests
+    char small_[256];             // where a connection with nothing buffered reads into
     request_head head_info_;
     body_target body_;
     std::optional<request_parser> parser_;
@@ -104,6 +108,8 @@ private:
     phase phase_ = phase::idle; // a new connection counts as idle until its first byte
     bool timer_armed_ = false;
     bool timed_out_ = false;
+    bool idle_stage_ = false; // idle, the timer set for idle_release
+    bool releasing_ = false;  // the read was cancelled to give the buffers back
     bool draining_ = false;
     bool closed_ = false;
     bool disconnected_ = false;

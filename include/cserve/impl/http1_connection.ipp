@@ -20,6 +20,7 @@
 
 #include <array>
 #include <charconv>
+#include <cstring>
 #include <exception>
 #include <limits>
 #include <typeinfo>
@@ -47,6 +48,10 @@ inline constexpr std::size_t linger_limit = 4 * 1024 * 1024; // nginx: time-boun
 // How long an idle keep-alive connection stays open once the server drains, for a request
 // the client sent before it could see the close.
 inline constexpr std::chrono::milliseconds drain_grace{100};
+
+// After this long without a request a keep-alive connection frees its buffers (and then
+// costs little more than its socket) until the client sends again.
+inline constexpr std::chrono::milliseconds idle_release{250};
 
 inline bool
 is_tchar(unsigned char c) noexcept
@@ -252,6 +257,7 @@ void
 http1_connection::begin_drain() noexcept
 {
     draining_ = true;
+    idle_stage_ = false;
     if (auto ws = ws_.lock())
         ws->begin_drain();
     if (phase_ == phase::idle && in_.size() == 0) {
@@ -307,6 +313,15 @@ http1_connection::on_timer(boost::system::error_code ec)
         return;
     if (clock::now() < deadline_) {
         set_deadline(deadline_);
+        return;
+    }
+    if (idle_stage_ && phase_ == phase::idle) {
+        // Idle for a while: read_header lets go of the buffers and waits for the socket
+        // to become readable without one; the keep-alive deadline still stands.
+        idle_stage_ = false;
+        releasing_ = true;
+        set_deadline(keep_alive_until_);
+        socket_.cancel(ec);
         return;
     }
     deadline_ = clock::time_point::max();
@@ -406,8 +421,27 @@ http1_connection::reset_request() noexcept
         set_deadline(clock::now() + srv_.cfg_.timeout_request_header);
     } else {
         phase_ = phase::idle;
-        set_deadline(clock::now() + srv_.cfg_.timeout_keep_alive);
+        in_.shrink_to_fit(); // the read buffer goes back to the pool until the next request
+        // First a short deadline after which an idle connection gives its buffers back
+        // (on_timer), then the keep-alive timeout proper.
+        auto const now = clock::now();
+        keep_alive_until_ = now + srv_.cfg_.timeout_keep_alive;
+        idle_stage_ = srv_.cfg_.timeout_keep_alive > http1::idle_release;
+        set_deadline(idle_stage_ ? now + http1::idle_release : keep_alive_until_);
     }
+}
+
+void
+http1_connection::release_idle_memory() noexcept
+{
+    // Nothing of these is in use between requests; a busy connection never gets here.
+    std::string().swap(out_);
+    scope_.headers.clear();
+    scope_.headers.shrink_to_fit();
+    head_info_.clear();
+    head_info_.fields.shrink_to_fit();
+    std::string().swap(head_);
+    parser_.reset();
 }
 
 task<int>
@@ -462,7 +496,30 @@ http1_connection::read_header()
                 co_return 431;
         }
         timed_out_ = false;
-        auto [ec, n] = co_await socket_.async_read_some(in_.prepare(16 * 1024), http1::use_tuple);
+        if (in_.size() == 0) {
+            // Nothing buffered: wait in the small inline buffer, holding no read buffer
+            // until there is something to parse.
+            in_.shrink_to_fit();
+            auto [ec, n] = co_await socket_.async_read_some(net::buffer(small_), http1::use_tuple);
+            if (ec && releasing_ && !closed_) {
+                releasing_ = false;
+                release_idle_memory();
+                parser_.emplace(head_info_, body_);
+                parser_->header_limit(static_cast<std::uint32_t>(limit));
+                parser_->body_limit(boost::none);
+                continue;
+            }
+            releasing_ = false;
+            if (ec)
+                co_return -1;
+            auto b = in_.prepare(read_block);
+            std::memcpy(b.data(), small_, n);
+            in_.commit(n);
+            continue;
+        }
+        auto want = in_.size() < read_block / 2 ? read_block - in_.size() : read_block;
+        auto [ec, n] = co_await socket_.async_read_some(in_.prepare(want), http1::use_tuple);
+        releasing_ = false;
         if (ec) {
             if (timed_out_ && in_.size() > 0)
                 co_return 408;
