@@ -83,54 +83,7 @@ def listening_socket():
 # A minimal raw HTTP/1.1 client: one connection, Content-Length framed responses
 # ---------------------------------------------------------------------------------------
 
-class Closed(Exception):
-    """The peer closed the connection while a response was being read."""
-
-
-class RawConn:
-    def __init__(self, port, timeout=IO_TIMEOUT):
-        self.sock = socket.create_connection((HOST, port), timeout=timeout)
-        self.buf = bytearray()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def _recv_more(self):
-        data = self.sock.recv(65536)
-        if not data:
-            raise Closed("connection closed by the server; unparsed bytes: %r" % bytes(self.buf[:200]))
-        self.buf += data
-
-    def request(self, path, headers=()):
-        """Sends GET path and reads the response: (status, {lower-cased name: value}, body)."""
-        lines = ["GET %s HTTP/1.1" % path, "Host: x"] + ["%s: %s" % h for h in headers]
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        while b"\r\n\r\n" not in self.buf:
-            self._recv_more()
-        head, _, rest = bytes(self.buf).partition(b"\r\n\r\n")
-        self.buf = bytearray(rest)
-        status_line, *fields = head.decode("latin-1").split("\r\n")
-        status = int(status_line.split(" ")[1])
-        hdrs = {}
-        for f in fields:
-            name, _, value = f.partition(":")
-            hdrs[name.strip().lower()] = value.strip()
-        n = int(hdrs.get("content-length", "0"))
-        while len(self.buf) < n:
-            self._recv_more()
-        body = bytes(self.buf[:n])
-        del self.buf[:n]
-        return status, hdrs, body
-
+class RawConn(cserve_harness.RawConn):
     def wait_closed(self, timeout=IO_TIMEOUT):
         """Whether the server closed the connection (EOF or reset) within timeout."""
         deadline = time.monotonic() + timeout

@@ -20,6 +20,7 @@ import os
 import re
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -223,6 +224,74 @@ class Server(Process):
                 "server did not exit within %.1f s of signal %s; stderr:\n%s"
                 % (timeout, sig, self.log_text()))
         return rc
+
+
+# ---------------------------------------------------------------------------------------
+# A raw HTTP/1.1 client: one keep-alive connection, Content-Length framed responses
+# ---------------------------------------------------------------------------------------
+
+class Closed(Exception):
+    """The peer closed the connection while a response was being read."""
+
+
+class RawConn:
+    """One TCP connection to 127.0.0.1:port speaking HTTP/1.1 by hand, for what a library
+    client hides (keep-alive reuse, the exact moment of a close). Responses must be framed
+    by Content-Length."""
+
+    def __init__(self, port, timeout=IO_TIMEOUT):
+        self.port = port
+        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        self.buf = bytearray()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def _recv_more(self):
+        data = self.sock.recv(65536)
+        if not data:
+            raise Closed("connection closed by the server; unparsed bytes: %r"
+                         % bytes(self.buf[:200]))
+        self.buf += data
+
+    def send(self, path, headers=(), close=False):
+        """Sends GET path with the given (name, value) headers."""
+        lines = (["GET %s HTTP/1.1" % path, "Host: x"] + ["%s: %s" % h for h in headers]
+                 + (["Connection: close"] if close else []))
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+
+    def response(self):
+        """Reads one response: (status, {lower-cased name: value}, body)."""
+        while b"\r\n\r\n" not in self.buf:
+            self._recv_more()
+        head, _, rest = bytes(self.buf).partition(b"\r\n\r\n")
+        self.buf = bytearray(rest)
+        status_line, *fields = head.decode("latin-1").split("\r\n")
+        status = int(status_line.split(" ")[1])
+        hdrs = {}
+        for f in fields:
+            name, _, value = f.partition(":")
+            hdrs[name.strip().lower()] = value.strip()
+        n = int(hdrs.get("content-length", "0"))
+        while len(self.buf) < n:
+            self._recv_more()
+        body = bytes(self.buf[:n])
+        del self.buf[:n]
+        return status, hdrs, body
+
+    def request(self, path, headers=(), close=False):
+        """send() then response()."""
+        self.send(path, headers, close)
+        return self.response()
 
 
 # ---------------------------------------------------------------------------------------

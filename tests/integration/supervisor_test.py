@@ -42,8 +42,9 @@ import unittest
 import httpx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cserve_harness  # noqa: E402
 from cserve_harness import (  # noqa: E402
-    HOST, IO_TIMEOUT, EXIT_TIMEOUT, RUN_TIMEOUT, RUNNING_RE, STARTUP_TIMEOUT, WATCHDOG_SECONDS,
+    Closed, HOST, IO_TIMEOUT, EXIT_TIMEOUT, RUN_TIMEOUT, RUNNING_RE, STARTUP_TIMEOUT, WATCHDOG_SECONDS,
     Process, die_with_parent, parse_args, require_executable, run_tests)
 
 # Set from the command line in main().
@@ -308,56 +309,7 @@ def start(test, *args, **kw):
 # A raw HTTP/1.1 client: one connection, Content-Length framed responses
 # ---------------------------------------------------------------------------------------
 
-class Closed(Exception):
-    """The peer closed the connection while a response was being read."""
-
-
-class RawConn:
-    def __init__(self, port, timeout=IO_TIMEOUT):
-        self.port = port
-        self.sock = socket.create_connection((HOST, port), timeout=timeout)
-        self.buf = bytearray()
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def _recv_more(self):
-        data = self.sock.recv(65536)
-        if not data:
-            raise Closed("connection closed by the server; unparsed bytes: %r"
-                         % bytes(self.buf[:200]))
-        self.buf += data
-
-    def send(self, path, close=False):
-        lines = ["GET %s HTTP/1.1" % path, "Host: x"] + (["Connection: close"] if close else [])
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-
-    def response(self):
-        """Reads one response: (status, {lower-cased name: value}, body)."""
-        while b"\r\n\r\n" not in self.buf:
-            self._recv_more()
-        head, _, rest = bytes(self.buf).partition(b"\r\n\r\n")
-        self.buf = bytearray(rest)
-        status_line, *fields = head.decode("latin-1").split("\r\n")
-        status = int(status_line.split(" ")[1])
-        hdrs = {}
-        for f in fields:
-            name, _, value = f.partition(":")
-            hdrs[name.strip().lower()] = value.strip()
-        n = int(hdrs.get("content-length", "0"))
-        while len(self.buf) < n:
-            self._recv_more()
-        body = bytes(self.buf[:n])
-        del self.buf[:n]
-        return status, hdrs, body
-
-    def request(self, path, close=False):
-        self.send(path, close)
-        return self.response()
-
+class RawConn(cserve_harness.RawConn):
     def outcome(self):
         """What became of the request sent: ("response", status, body), or ("closed", why)
         when the connection ended without one (EOF or reset)."""

@@ -27,7 +27,7 @@ class http1_connection;
 // Three coroutines share the stream on the connection's executor: the application's
 // receive()/send() calls, a reader that keeps one read pending (so pings are answered and
 // a closing peer is noticed) and fills a queue of at most ws_max_queue messages, and a
-// pinger. Writes (messages, pings, close) take turns through write_lock_.
+// pinger. Writes (messages, pings, close) take turns through writes_locked_.
 class websocket_session final : public std::enable_shared_from_this<websocket_session>, public channel {
 public:
     CSERVE_DECL explicit websocket_session(http1_connection& conn);
@@ -58,9 +58,8 @@ private:
     std::shared_ptr<http1_connection> keep_; // the socket lives in the connection
     server_impl& srv_;
     boost::beast::websocket::stream<socket_type&> ws_;
-    boost::beast::flat_buffer read_buffer_;
     net::experimental::channel<void(boost::system::error_code, event)> queue_;
-    net::experimental::channel<void(boost::system::error_code)> write_lock_;
+    net::steady_timer write_wait_; // writers waiting for writes_locked_ to clear
     net::steady_timer ping_timer_;
     net::steady_timer done_;
     state state_ = state::connecting;
@@ -69,6 +68,9 @@ private:
     bool awaiting_pong_ = false;
     bool reader_blocked_ = false;
     bool we_closed_ = false; // the server sent the close: its code is the one reported
+    bool writes_locked_ = false; // a message, ping or close is being written
+    bool stopping_ = false;      // stop_tasks(): waiting writers give up
+    int write_waiters_ = 0;
     int tasks_ = 0; // reader and pinger still running
     int close_code_ = 1006;
     std::string close_reason_;

@@ -11,7 +11,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/core/buffers_to_string.hpp>
+#include <boost/asio/buffer.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/websocket/error.hpp>
@@ -46,7 +46,7 @@ websocket_session::websocket_session(http1_connection& conn)
     , srv_(conn.srv_)
     , ws_(conn.socket_)
     , queue_(conn.socket_.get_executor(), conn.srv_.cfg_.ws_max_queue)
-    , write_lock_(conn.socket_.get_executor(), 1)
+    , write_wait_(conn.socket_.get_executor())
     , ping_timer_(conn.socket_.get_executor())
     , done_(conn.socket_.get_executor())
 {
@@ -150,7 +150,8 @@ websocket_session::stop_tasks() noexcept
     // blocked on a full queue.
     queue_.cancel();
     queue_.close();
-    write_lock_.cancel();
+    stopping_ = true;
+    write_wait_.cancel();
     ping_timer_.cancel();
 }
 
@@ -190,13 +191,23 @@ websocket_session::drain_close(std::shared_ptr<websocket_session> self)
 task<>
 websocket_session::lock_writes()
 {
-    co_await write_lock_.async_send(boost::system::error_code{}, ws_detail::use_tuple);
+    // Taken without waiting, the usual case, costs no suspension (see send()); this
+    // waits only while a ping or close is being written.
+    while (writes_locked_ && !stopping_) {
+        ++write_waiters_;
+        write_wait_.expires_at(std::chrono::steady_clock::time_point::max());
+        co_await write_wait_.async_wait(ws_detail::use_tuple);
+        --write_waiters_;
+    }
+    writes_locked_ = true;
 }
 
 void
 websocket_session::unlock_writes() noexcept
 {
-    write_lock_.try_receive([](boost::system::error_code) {});
+    writes_locked_ = false;
+    if (write_waiters_ > 0)
+        write_wait_.cancel();
 }
 
 task<>
@@ -301,8 +312,9 @@ websocket_session::reader()
 {
     namespace bws = boost::beast::websocket;
     for (;;) {
-        read_buffer_.clear();
-        auto [ec, n] = co_await ws_.async_read(read_buffer_, ws_detail::use_tuple);
+        std::string payload; // read in place, then moved into the event
+        auto in = net::dynamic_buffer(payload);
+        auto [ec, n] = co_await ws_.async_read(in, ws_detail::use_tuple);
         if (ec) {
             if (ec == bws::error::closed && !we_closed_) {
                 // A close frame without a code is reported as 1005 (RFC 6455 §7.1.5).
@@ -324,9 +336,9 @@ websocket_session::reader()
         }
         websocket::receive message;
         if (ws_.got_text())
-            message.text = boost::beast::buffers_to_string(read_buffer_.data());
+            message.text = std::move(payload);
         else
-            message.bytes = boost::beast::buffers_to_string(read_buffer_.data());
+            message.bytes = std::move(payload);
         reader_blocked_ = true;
         auto [sec] = co_await queue_.async_send(boost::system::error_code{}, std::move(message), ws_detail::use_tuple);
         reader_blocked_ = false;
@@ -414,7 +426,10 @@ websocket_session::send(event e)
                                               "'websocket.send' needs exactly one of bytes and text");
         if (state_ != state::open)
             throw client_disconnected();
-        co_await lock_writes();
+        if (writes_locked_)
+            co_await lock_writes();
+        else
+            writes_locked_ = true;
         if (state_ != state::open) {
             unlock_writes();
             throw client_disconnected();
