@@ -4,6 +4,7 @@
 #define CSERVE_DETAIL_REQUEST_PARSER_HPP
 
 #include <cserve/detail/config.hpp>
+#include <cserve/detail/text.hpp>
 
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/basic_parser.hpp>
@@ -123,15 +124,6 @@ private:
         ec = boost::beast::http::error::bad_method;
     }
 
-    static std::string_view
-    trim(std::string_view s) noexcept
-    {
-        while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-            s.remove_prefix(1);
-        while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
-            s.remove_suffix(1);
-        return s;
-    }
 
     void
     on_field_impl(field f, string_view name, string_view value, error_code& ec) override
@@ -152,7 +144,7 @@ private:
             // anything else in front of it is a coding this server cannot decode (§6.1: 501).
             std::string_view v = value;
             auto last = v.rfind(',');
-            auto final_coding = trim(last == std::string_view::npos ? v : v.substr(last + 1));
+            auto final_coding = trim_ows(last == std::string_view::npos ? v : v.substr(last + 1));
             if (!boost::beast::iequals(final_coding, "chunked"))
                 return reject(400, ec);
             if (last != std::string_view::npos) {
@@ -160,7 +152,7 @@ private:
                 // once"); any other coding before it is one this server cannot decode.
                 auto before = v.substr(0, last);
                 for (auto comma = before.find(','); ; comma = before.find(',')) {
-                    if (boost::beast::iequals(trim(before.substr(0, comma)), "chunked"))
+                    if (boost::beast::iequals(trim_ows(before.substr(0, comma)), "chunked"))
                         return reject(400, ec);
                     if (comma == std::string_view::npos)
                         break;
@@ -171,7 +163,7 @@ private:
             break;
         }
         case field::expect:
-            if (boost::beast::iequals(trim(value), "100-continue"))
+            if (boost::beast::iequals(trim_ows(value), "100-continue"))
                 head_.expect_continue = true;
             break;
         default: break;

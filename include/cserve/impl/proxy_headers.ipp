@@ -4,6 +4,7 @@
 #define CSERVE_IMPL_PROXY_HEADERS_IPP
 
 #include <cserve/proxy_headers.hpp>
+#include <cserve/detail/text.hpp>
 
 #include <boost/system/error_code.hpp>
 
@@ -13,32 +14,6 @@
 namespace cserve {
 
 namespace detail {
-
-inline std::string_view
-trim_ows(std::string_view s) noexcept
-{
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-        s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
-        s.remove_suffix(1);
-    return s;
-}
-
-// Calls f on each trimmed, non-empty item of a comma-separated list, left to right.
-template <class F>
-void
-for_each_item(std::string_view list, F f)
-{
-    while (!list.empty()) {
-        auto comma = list.find(',');
-        auto item = trim_ows(list.substr(0, comma));
-        if (!item.empty())
-            f(item);
-        if (comma == std::string_view::npos)
-            break;
-        list.remove_prefix(comma + 1);
-    }
-}
 
 } // namespace detail
 

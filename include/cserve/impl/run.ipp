@@ -75,6 +75,20 @@ parse_seconds(std::string_view name, std::string_view value)
     return std::chrono::milliseconds(static_cast<long long>(std::llround(v * 1000)));
 }
 
+// true/false, 1/0, yes/no, on/off, in any case.
+inline std::optional<bool>
+parse_bool(std::string_view v) noexcept
+{
+    std::string lower;
+    for (char ch : v)
+        lower += static_cast<char>(ch >= 'A' && ch <= 'Z' ? ch - 'A' + 'a' : ch);
+    if (lower == "true" || lower == "1" || lower == "yes" || lower == "on")
+        return true;
+    if (lower == "false" || lower == "0" || lower == "no" || lower == "off")
+        return false;
+    return std::nullopt;
+}
+
 inline bool
 valid_header_name(std::string_view s) noexcept
 {
@@ -218,15 +232,10 @@ flag_table()
          }},
         {"--ws-per-message-deflate", "BOOLEAN", "WebSocket per-message-deflate compression.  [default: True]",
          [](config& c, std::string_view n, std::string_view v) {
-             std::string lower;
-             for (char ch : v)
-                 lower += static_cast<char>(ch >= 'A' && ch <= 'Z' ? ch - 'A' + 'a' : ch);
-             if (lower == "true" || lower == "1" || lower == "yes" || lower == "on")
-                 c.ws_per_message_deflate = true;
-             else if (lower == "false" || lower == "0" || lower == "no" || lower == "off")
-                 c.ws_per_message_deflate = false;
-             else
+             auto on = parse_bool(v);
+             if (!on)
                  bad_value(n, v, "a valid boolean");
+             c.ws_per_message_deflate = *on;
          }},
         {"--header", "NAME:VALUE", "Specify custom default HTTP response headers as a Name:Value pair (repeatable).",
          [](config& c, std::string_view n, std::string_view v) {
@@ -286,14 +295,10 @@ apply_environment(config& cfg, std::span<flag_spec const> table)
             f.apply(cfg, name, v);
             continue;
         }
-        std::string lower;
-        for (char c : std::string_view(v))
-            lower += static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
-        bool on = lower == "1" || lower == "true" || lower == "yes" || lower == "on";
-        bool off = lower == "0" || lower == "false" || lower == "no" || lower == "off";
-        if (!on && !off)
+        auto on = parse_bool(v);
+        if (!on)
             bad_value(name, v, "true or false");
-        std::string spelled = on ? std::string(f.name) : "--no-" + std::string(f.name.substr(2));
+        std::string spelled = *on ? std::string(f.name) : "--no-" + std::string(f.name.substr(2));
         for (auto const& g : table)
             if (g.name == spelled)
                 g.apply(cfg, name, {});

@@ -6,6 +6,7 @@
 #include <cserve/detail/websocket_session.hpp>
 #include <cserve/detail/http1_connection.hpp>
 #include <cserve/detail/http_date.hpp>
+#include <cserve/detail/text.hpp>
 #include <cserve/error.hpp>
 
 #include <boost/asio/as_tuple.hpp>
@@ -27,16 +28,6 @@ inline constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 
 // How long a closing handshake may take before the socket is simply closed.
 inline constexpr std::chrono::seconds close_timeout{5};
-
-inline std::string_view
-trim(std::string_view s) noexcept
-{
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-        s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
-        s.remove_suffix(1);
-    return s;
-}
 
 } // namespace ws_detail
 
@@ -80,16 +71,7 @@ websocket_session::run()
     for (auto const& [name, value] : s.headers) {
         if (name != "sec-websocket-protocol")
             continue;
-        std::string_view v = value;
-        while (!v.empty()) {
-            auto comma = v.find(',');
-            auto item = ws_detail::trim(v.substr(0, comma));
-            if (!item.empty())
-                s.subprotocols.push_back(item);
-            if (comma == std::string_view::npos)
-                break;
-            v.remove_prefix(comma + 1);
-        }
+        for_each_item(value, [&](std::string_view item) { s.subprotocols.push_back(item); });
     }
 
     if (srv_.trusted_)
