@@ -93,7 +93,8 @@ public:
 
     /** Starts a graceful shutdown.
 
-        Listeners close, idle keep-alive connections close at once, requests in flight
+        Listeners close, idle keep-alive connections close within 100 ms (a request that
+        arrives meanwhile is answered with `connection: close`), requests in flight
         finish (their responses say `connection: close`). Those still running after
         `config::timeout_graceful_shutdown` are cancelled. A second call while draining
         acts as `stop()`.
