@@ -6,6 +6,8 @@
 #include "test_server.hpp"
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/beast/core/buffers_to_string.hpp>
@@ -989,6 +991,111 @@ TEST_CASE("websocket: with ws_max_queue 2 an app that does not receive for a whi
     CHECK(got == expected);
     CHECK(summary.data == "got 20");
     CHECK(last.closed());
+}
+
+TEST_CASE("websocket: a receive() cancelled by a timer loses no message, and the next receive() gets it",
+          "[websocket][receive][cancel]")
+{
+    using namespace net::experimental::awaitable_operators;
+    std::vector<std::string> got;
+    int timeouts = 0;
+    std::string failure;
+    auto app = [&](cserve::scope&, cserve::receive receive, cserve::send send) -> task<> {
+        co_await receive();
+        co_await send(ws::accept{});
+        try {
+            // Waits with a deadline until the first message: receive() loses the race
+            // to the timer a few times and is cancelled each time.
+            for (;;) {
+                net::steady_timer t(co_await net::this_coro::executor, ms(40));
+                // The operator flattens the event's alternatives and the timer's monostate.
+                auto r = co_await (receive() || t.async_wait(net::use_awaitable));
+                if (std::holds_alternative<std::monostate>(r)) {
+                    ++timeouts;
+                    if (timeouts == 3)
+                        co_await send(ws::send{.text = "waited"});
+                    continue;
+                }
+                auto* m = std::get_if<ws::receive>(&r);
+                if (!m)
+                    co_return;
+                got.push_back(m->text.value_or("<bytes>"));
+                break;
+            }
+            for (;;) {
+                auto e = co_await receive();
+                auto* m = std::get_if<ws::receive>(&e);
+                if (!m)
+                    break;
+                got.push_back(m->text.value_or("<bytes>"));
+                if (got.size() == 3)
+                    co_await send(ws::send{.text = "got 3"});
+            }
+        } catch (std::exception const& e) {
+            failure = e.what();
+        }
+    };
+    ws_message waited, summary;
+    auto r = ct::run_server(app, ws_config(), [&](unsigned short port) -> task<> {
+        ws_stream s(co_await net::this_coro::executor);
+        auto hs = co_await ws_connect(s, port, "/");
+        if (!hs.ok())
+            throw boost::system::system_error(hs.ec, "handshake");
+        waited = co_await ws_read(s);
+        for (auto m : {"a", "b", "c"})
+            co_await ws_write(s, m, true);
+        summary = co_await ws_read(s);
+        co_await ws_close(s, bws::close_code::normal);
+    });
+    CSERVE_REQUIRE_RUN(r);
+    CHECK(failure.empty());
+    CHECK(timeouts >= 3);
+    CHECK(waited.data == "waited");
+    CHECK(got == std::vector<std::string>{"a", "b", "c"});
+    CHECK(summary.data == "got 3");
+}
+
+TEST_CASE("websocket: a second receive() while one is waiting is an error, and the first still gets its message",
+          "[websocket][receive]")
+{
+    std::string second_error;
+    std::optional<ws::receive> first;
+    auto app = [&](cserve::scope&, cserve::receive receive, cserve::send send) -> task<> {
+        co_await receive();
+        co_await send(ws::accept{});
+        auto ex = co_await net::this_coro::executor;
+        net::co_spawn(ex, [&, receive]() -> task<> {
+            auto e = co_await receive();
+            if (auto* m = std::get_if<ws::receive>(&e))
+                first = *m;
+        }, net::detached);
+        co_await ct::wait_for(ms(20));
+        try {
+            co_await receive();
+        } catch (std::exception const& e) {
+            second_error = e.what();
+        }
+        co_await send(ws::send{.text = "ready"});
+        while (!first)
+            co_await ct::wait_for(ms(5));
+        co_await send(ws::send{.text = "first got " + first->text.value_or("")});
+        co_await send(ws::close{});
+    };
+    ws_message ready, reply;
+    auto r = ct::run_server(app, ws_config(), [&](unsigned short port) -> task<> {
+        ws_stream s(co_await net::this_coro::executor);
+        auto hs = co_await ws_connect(s, port, "/");
+        if (!hs.ok())
+            throw boost::system::system_error(hs.ec, "handshake");
+        ready = co_await ws_read(s);
+        co_await ws_write(s, "one", true);
+        reply = co_await ws_read(s);
+        co_await ws_read(s);
+    });
+    CSERVE_REQUIRE_RUN(r);
+    CHECK(second_error.find("another receive()") != std::string::npos);
+    CHECK(ready.data == "ready");
+    CHECK(reply.data == "first got one");
 }
 
 //------------------------------------------------------------------------------

@@ -8,26 +8,170 @@
 #include <cserve/app.hpp>
 #include <cserve/event.hpp>
 
-#include <boost/asio/experimental/channel.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/bind_handler.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/websocket/stream.hpp>
+#include <boost/beast/websocket/teardown.hpp>
 
+#include <cstdint>
+#include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace cserve::detail {
 
 class http1_connection;
 
+// What Beast's websocket::stream reads from and writes to: the connection's socket, with
+// the bytes received but not yet handed to Beast, and the bytes Beast wrote that the
+// socket did not take at once.
+//
+// The session uses Beast's synchronous read and write over it, without ever blocking:
+// read_some hands out only the `avail` bytes the session found to hold whole frames, and
+// write_some sends what the (non-blocking) socket takes and keeps the rest for the
+// session to flush. Beast's asynchronous operations (the handshake, a closing handshake
+// the server starts) pass through to the socket, reading what is buffered first.
+class ws_layer {
+public:
+    using executor_type = socket_type::executor_type;
+    using next_layer_type = socket_type;
+
+    explicit ws_layer(socket_type& s) noexcept : sock_(&s) {}
+
+    executor_type get_executor() noexcept { return sock_->get_executor(); }
+    socket_type& next_layer() noexcept { return *sock_; }
+
+    template <class MutableBuffers>
+    std::size_t read_some(MutableBuffers const& b, boost::system::error_code& ec)
+    {
+        ec = {};
+        auto n = net::buffer_copy(b, in.data(), avail);
+        if (n == 0 && net::buffer_size(b) != 0) {
+            ec = net::error::would_block; // cannot happen: avail covers what Beast reads
+            return 0;
+        }
+        in.consume(n);
+        avail -= n;
+        return n;
+    }
+
+    template <class MutableBuffers>
+    std::size_t read_some(MutableBuffers const& b)
+    {
+        boost::system::error_code ec;
+        auto n = read_some(b, ec);
+        if (ec)
+            throw boost::system::system_error(ec);
+        return n;
+    }
+
+    template <class ConstBuffers>
+    std::size_t write_some(ConstBuffers const& b, boost::system::error_code& ec)
+    {
+        ec = {};
+        auto const total = net::buffer_size(b);
+        std::size_t n = 0;
+        if (!flushing && out.empty()) {
+            n = sock_->write_some(b, ec);
+            if (ec == net::error::would_block || ec == net::error::try_again)
+                ec = {};
+            else if (ec)
+                return 0;
+        }
+        if (n < total) {
+            auto& to = flushing ? more : out;
+            for (auto it = net::buffer_sequence_begin(b); it != net::buffer_sequence_end(b); ++it) {
+                net::const_buffer piece(*it);
+                if (n >= piece.size()) {
+                    n -= piece.size();
+                    continue;
+                }
+                to.append(static_cast<char const*>(piece.data()) + n, piece.size() - n);
+                n = 0;
+            }
+        }
+        return total;
+    }
+
+    template <class ConstBuffers>
+    std::size_t write_some(ConstBuffers const& b)
+    {
+        boost::system::error_code ec;
+        auto n = write_some(b, ec);
+        if (ec)
+            throw boost::system::system_error(ec);
+        return n;
+    }
+
+    template <class MutableBuffers, class Handler>
+    auto async_read_some(MutableBuffers const& b, Handler&& handler)
+    {
+        return net::async_initiate<Handler, void(boost::system::error_code, std::size_t)>(
+            [this](auto h, MutableBuffers const& b) {
+                if (in.size() == 0)
+                    return sock_->async_read_some(b, std::move(h));
+                auto n = net::buffer_copy(b, in.data());
+                in.consume(n);
+                avail = 0;
+                net::post(sock_->get_executor(),
+                          boost::beast::bind_front_handler(std::move(h), boost::system::error_code{}, n));
+            },
+            handler, b);
+    }
+
+    template <class ConstBuffers, class Handler>
+    auto async_write_some(ConstBuffers const& b, Handler&& handler)
+    {
+        // Only Beast's handshakes write this way, with nothing of ours pending.
+        return sock_->async_write_some(b, std::forward<Handler>(handler));
+    }
+
+    bool pending() const noexcept { return flushing || !out.empty(); }
+
+    boost::beast::flat_buffer in; // received, not yet read by Beast
+    std::size_t avail = 0;        // how much of `in` Beast may read now
+    std::string out;              // written by Beast, not yet taken by the socket
+    std::string more;             // written while `out` is being flushed
+    bool flushing = false;
+    bool torn_down = false; // Beast asked for the teardown: the session does it after flushing
+
+private:
+    socket_type* sock_;
+};
+
+// Beast calls these when it closes the connection. The synchronous one only takes note:
+// the close frame may still be waiting in `out`, so the session flushes and shuts down.
+inline void
+teardown(boost::beast::role_type, ws_layer& s, boost::system::error_code& ec)
+{
+    s.torn_down = true;
+    ec = {};
+}
+
+template <class Handler>
+void
+async_teardown(boost::beast::role_type role, ws_layer& s, Handler&& handler)
+{
+    s.torn_down = true;
+    boost::beast::websocket::async_teardown(role, s.next_layer(), std::forward<Handler>(handler));
+}
+
 // Runs the application on a WebSocket scope once http1_connection has seen an upgrade
 // request. Before "websocket.accept" the HTTP connection answers (403, or the
 // application's denial response); after it, Beast's websocket stream does the framing.
 //
-// Three coroutines share the stream on the connection's executor: the application's
-// receive()/send() calls, a reader that keeps one read pending (so pings are answered and
-// a closing peer is noticed) and fills a queue of at most ws_max_queue messages, and a
-// pinger. Writes (messages, pings, close) take turns through writes_locked_.
+// Once open, the session keeps one read pending (so pings are answered and a closing
+// peer is noticed) with a plain handler, not a coroutine. When what arrived holds a
+// whole message, Beast reads it synchronously from the buffer and the message goes
+// straight to an application waiting in receive() (resumed in place), or to a queue of at
+// most ws_max_queue messages; a full queue stops the reading. send() writes through
+// Beast synchronously too and waits only when the socket did not take everything.
 class websocket_session final : public std::enable_shared_from_this<websocket_session>, public channel {
 public:
     CSERVE_DECL explicit websocket_session(http1_connection& conn);
@@ -43,35 +187,48 @@ public:
 
 private:
     enum class state : unsigned char { connecting, denying, open, closed };
+    using receive_handler = net::detail::awaitable_handler<net::any_io_executor, boost::system::error_code, event>;
 
     CSERVE_DECL static task<> drain_close(std::shared_ptr<websocket_session> self);
     CSERVE_DECL void stop_tasks() noexcept;
     CSERVE_DECL task<> accept(websocket::accept& a);
     CSERVE_DECL task<> close(std::uint16_t code, std::string reason);
-    CSERVE_DECL task<> reader();
     CSERVE_DECL task<> pinger();
-    CSERVE_DECL task<> lock_writes();
-    CSERVE_DECL void unlock_writes() noexcept;
+    CSERVE_DECL task<> finish();
+    CSERVE_DECL void start_read();
+    CSERVE_DECL void on_read(boost::system::error_code ec, std::size_t n);
+    CSERVE_DECL void read_messages();
+    CSERVE_DECL void on_stream_error(boost::system::error_code ec);
+    CSERVE_DECL void deliver(event e, bool in_place);
+    CSERVE_DECL void deliver_disconnect(bool in_place);
+    CSERVE_DECL void cancel_receive() noexcept;
+    CSERVE_DECL void flush();
+    CSERVE_DECL void on_flushed(boost::system::error_code ec);
+    CSERVE_DECL task<> wait_until_flushed();
+    CSERVE_DECL task<> wake_wait();
+    CSERVE_DECL void wake() noexcept;
+    CSERVE_DECL void spawn(task<> t);
     CSERVE_DECL void log_handshake(std::string_view outcome) const;
 
     http1_connection& conn_;
     std::shared_ptr<http1_connection> keep_; // the socket lives in the connection
     server_impl& srv_;
-    boost::beast::websocket::stream<socket_type&> ws_;
-    net::experimental::channel<void(boost::system::error_code, event)> queue_;
-    net::steady_timer write_wait_; // writers waiting for writes_locked_ to clear
+    boost::beast::websocket::stream<ws_layer> ws_;
+    std::deque<event> queue_;               // messages the application has not received yet
+    std::optional<receive_handler> waiter_; // the application, waiting in receive()
+    net::steady_timer wake_;     // coroutines waiting for a flush, the reader or the tasks
     net::steady_timer ping_timer_;
-    net::steady_timer done_;
     state state_ = state::connecting;
     bool connect_delivered_ = false;
+    bool disconnect_queued_ = false;
     bool disconnect_delivered_ = false;
     bool awaiting_pong_ = false;
-    bool reader_blocked_ = false;
+    bool reading_ = false;        // a read is pending on the socket
+    bool reader_blocked_ = false; // the queue is full: reading waits for receive()
+    bool write_failed_ = false;
     bool we_closed_ = false; // the server sent the close: its code is the one reported
-    bool writes_locked_ = false; // a message, ping or close is being written
-    bool stopping_ = false;      // stop_tasks(): waiting writers give up
-    int write_waiters_ = 0;
-    int tasks_ = 0; // reader and pinger still running
+    bool stopping_ = false;  // stop_tasks() was called
+    int tasks_ = 0;          // pinger and finish() still running
     int close_code_ = 1006;
     std::string close_reason_;
 };

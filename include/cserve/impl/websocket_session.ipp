@@ -13,11 +13,14 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/buffer.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/websocket/error.hpp>
 #include <boost/core/demangle.hpp>
 
+#include <algorithm>
+#include <array>
 #include <typeinfo>
 
 namespace cserve::detail {
@@ -29,6 +32,82 @@ inline constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 // How long a closing handshake may take before the socket is simply closed.
 inline constexpr std::chrono::seconds close_timeout{5};
 
+// The least a read asks the socket for: a 4 KiB message and its header in one read.
+inline constexpr std::size_t read_block = 8 * 1024;
+
+// How much a peer may send beyond the message size limit before a message is whole
+// (control frames between the fragments of a message).
+inline constexpr std::size_t control_slack = 64 * 1024;
+
+// What the front of the received bytes holds, by RFC 6455 §5.2 framing.
+struct unit {
+    enum kind_type : unsigned char {
+        partial, // not all here yet
+        ping,    // a whole, well-formed ping or pong: the session answers it itself
+        pong,
+        beast // `size` bytes Beast can read without waiting: a whole message (with any
+              // control frames between its fragments), a close frame, or the header of
+              // a frame Beast refuses on its header alone
+    };
+    kind_type kind = partial;
+    std::size_t size = 0;
+    std::size_t head = 0; // of a ping or pong: its header size
+};
+
+inline unit
+next_unit(unsigned char const* p, std::size_t n, std::uint64_t max_size) noexcept
+{
+    std::size_t pos = 0;
+    std::uint64_t message = 0; // payload bytes of the message so far
+    for (;;) {
+        if (n - pos < 2)
+            return {};
+        bool const fin = (p[pos] & 0x80) != 0;
+        unsigned const opcode = p[pos] & 0x0f;
+        bool const control = (opcode & 0x08) != 0;
+        bool const masked = (p[pos + 1] & 0x80) != 0;
+        std::uint64_t len = p[pos + 1] & 0x7f;
+        std::size_t head = 2;
+        if (len == 126) {
+            head = 4;
+            if (n - pos < head)
+                return {};
+            len = (std::uint64_t(p[pos + 2]) << 8) | p[pos + 3];
+        } else if (len == 127) {
+            head = 10;
+            if (n - pos < head)
+                return {};
+            len = 0;
+            for (std::size_t i = 0; i < 8; ++i)
+                len = (len << 8) | p[pos + 2 + i];
+        }
+        if (masked)
+            head += 4;
+        if (n - pos < head)
+            return {};
+        if (control ? len > 125 : (max_size != 0 && len > max_size - message))
+            return {unit::beast, pos + head};
+        if (len > n - pos - head)
+            return {};
+        auto const end = pos + head + static_cast<std::size_t>(len);
+        if (control) {
+            // Between messages a ping or pong is answered here: Beast, after one, would
+            // wait for the next frame. A close frame ends Beast's read; anything
+            // malformed Beast refuses.
+            bool const plain = fin && masked && (p[pos] & 0x70) == 0;
+            if (pos == 0 && plain && (opcode == 0x9 || opcode == 0xa))
+                return {opcode == 0x9 ? unit::ping : unit::pong, end, head};
+            if (opcode == 0x8 || !plain)
+                return {unit::beast, end};
+        } else {
+            message += len;
+            if (fin)
+                return {unit::beast, end};
+        }
+        pos = end;
+    }
+}
+
 } // namespace ws_detail
 
 websocket_session::websocket_session(http1_connection& conn)
@@ -36,10 +115,8 @@ websocket_session::websocket_session(http1_connection& conn)
     , keep_(conn.shared_from_this())
     , srv_(conn.srv_)
     , ws_(conn.socket_)
-    , queue_(conn.socket_.get_executor(), conn.srv_.cfg_.ws_max_queue)
-    , write_wait_(conn.socket_.get_executor())
+    , wake_(conn.socket_.get_executor(), std::chrono::steady_clock::time_point::max())
     , ping_timer_(conn.socket_.get_executor())
-    , done_(conn.socket_.get_executor())
 {
 }
 
@@ -119,22 +196,43 @@ websocket_session::run()
         break;
     }
     stop_tasks();
-    while (tasks_ > 0) {
-        done_.expires_at(std::chrono::steady_clock::time_point::max());
-        co_await done_.async_wait(ws_detail::use_tuple);
-    }
+    while (tasks_ > 0 || reading_)
+        co_await wake_wait();
 }
 
 void
 websocket_session::stop_tasks() noexcept
 {
-    // close() alone completes waiting receives only; cancel() also releases a reader
-    // blocked on a full queue.
-    queue_.cancel();
-    queue_.close();
     stopping_ = true;
-    write_wait_.cancel();
     ping_timer_.cancel();
+    if (reading_ && state_ != state::open) {
+        boost::system::error_code ec;
+        conn_.socket_.cancel(ec);
+    }
+    wake();
+}
+
+task<>
+websocket_session::wake_wait()
+{
+    // wake_ never expires: a wait ends when wake() cancels it.
+    co_await wake_.async_wait(ws_detail::use_tuple);
+}
+
+void
+websocket_session::wake() noexcept
+{
+    wake_.cancel();
+}
+
+void
+websocket_session::spawn(task<> t)
+{
+    ++tasks_;
+    net::co_spawn(conn_.socket_.get_executor(), std::move(t), [self = shared_from_this()](std::exception_ptr) {
+        --self->tasks_;
+        self->wake();
+    });
 }
 
 void
@@ -168,28 +266,6 @@ websocket_session::drain_close(std::shared_ptr<websocket_session> self)
         while (!*finished)
             co_await deadline.async_wait(ws_detail::use_tuple);
     }
-}
-
-task<>
-websocket_session::lock_writes()
-{
-    // Taken without waiting, the usual case, costs no suspension (see send()); this
-    // waits only while a ping or close is being written.
-    while (writes_locked_ && !stopping_) {
-        ++write_waiters_;
-        write_wait_.expires_at(std::chrono::steady_clock::time_point::max());
-        co_await write_wait_.async_wait(ws_detail::use_tuple);
-        --write_waiters_;
-    }
-    writes_locked_ = true;
-}
-
-void
-websocket_session::unlock_writes() noexcept
-{
-    writes_locked_ = false;
-    if (write_waiters_ > 0)
-        write_wait_.cancel();
 }
 
 task<>
@@ -245,6 +321,13 @@ websocket_session::accept(websocket::accept& a)
             awaiting_pong_ = false;
     });
 
+    // Frames the client sent right behind its handshake are in the connection's buffer.
+    auto& layer = ws_.next_layer();
+    if (auto early = conn_.in_.size(); early > 0) {
+        layer.in.commit(net::buffer_copy(layer.in.prepare(early), conn_.in_.data()));
+        conn_.in_.consume(early);
+    }
+
     auto [ec] = co_await ws_.async_accept(req, ws_detail::use_tuple);
     if (ec) {
         state_ = state::closed;
@@ -255,18 +338,9 @@ websocket_session::accept(websocket::accept& a)
     state_ = state::open;
     log_handshake("[accepted]");
 
-    auto self = shared_from_this();
-    auto ex = conn_.socket_.get_executor();
-    auto on_done = [self](std::exception_ptr) {
-        --self->tasks_;
-        self->done_.cancel();
-    };
-    ++tasks_;
-    net::co_spawn(ex, reader(), on_done);
-    if (cfg.ws_ping_interval) {
-        ++tasks_;
-        net::co_spawn(ex, pinger(), on_done);
-    }
+    net::post(conn_.socket_.get_executor(), [self = shared_from_this()] { self->read_messages(); });
+    if (cfg.ws_ping_interval)
+        spawn(pinger());
     if (conn_.draining_)
         begin_drain();
 }
@@ -281,52 +355,263 @@ websocket_session::close(std::uint16_t code, std::string reason)
     we_closed_ = true;
     close_code_ = code;
     close_reason_ = reason;
-    co_await lock_writes();
-    // A peer that never answers is cut off by the stream's handshake timeout.
-    co_await ws_.async_close(
-        boost::beast::websocket::close_reason(static_cast<boost::beast::websocket::close_code>(code), reason),
-        ws_detail::use_tuple);
-    unlock_writes();
+    // The close frame goes after what is being sent; Beast's closing handshake then does
+    // the reading, so the session's own read stands down first.
+    while (ws_.next_layer().pending() && !write_failed_)
+        co_await wake_wait();
+    if (reading_) {
+        boost::system::error_code ec;
+        conn_.socket_.cancel(ec);
+        while (reading_)
+            co_await wake_wait();
+    }
+    if (!write_failed_ && !conn_.closed_) {
+        // A peer that never answers is cut off by the stream's handshake timeout.
+        co_await ws_.async_close(
+            boost::beast::websocket::close_reason(static_cast<boost::beast::websocket::close_code>(code), reason),
+            ws_detail::use_tuple);
+    }
+    conn_.disconnected_ = true;
+    deliver_disconnect(false);
 }
 
-task<>
-websocket_session::reader()
+//------------------------------------------------------------------------------
+// Reading: one pending read with a plain handler; whole messages are read by Beast from
+// the buffer without waiting.
+
+void
+websocket_session::start_read()
 {
-    namespace bws = boost::beast::websocket;
-    for (;;) {
-        std::string payload; // read in place, then moved into the event
-        auto in = net::dynamic_buffer(payload);
-        auto [ec, n] = co_await ws_.async_read(in, ws_detail::use_tuple);
-        if (ec) {
-            if (ec == bws::error::closed && !we_closed_) {
-                // A close frame without a code is reported as 1005 (RFC 6455 §7.1.5).
-                auto code = ws_.reason().code;
-                close_code_ = code == bws::close_code::none ? 1005 : static_cast<int>(code);
-                close_reason_ = std::string(ws_.reason().reason.data(), ws_.reason().reason.size());
-            } else if (!we_closed_ && close_code_ == 1006) {
-                // The connection failed: say why, as the close frame Beast sent said.
-                if (ec == bws::error::message_too_big)
-                    close_code_ = 1009;
-                else if (ec == bws::error::bad_frame_payload)
-                    close_code_ = 1007;
+    auto& layer = ws_.next_layer();
+    if (state_ != state::open) {
+        reading_ = false;
+        wake();
+        return;
+    }
+    reading_ = true;
+    auto want = std::max(ws_detail::read_block, layer.in.size());
+    conn_.socket_.async_read_some(layer.in.prepare(want),
+                                  [self = shared_from_this()](boost::system::error_code ec, std::size_t n) {
+                                      self->on_read(ec, n);
+                                  });
+}
+
+void
+websocket_session::on_read(boost::system::error_code ec, std::size_t n)
+{
+    reading_ = false;
+    ws_.next_layer().in.commit(n); // even when closing: Beast's closing handshake reads it
+    if (state_ != state::open) {
+        wake(); // close() is waiting for the read to stand down
+        return;
+    }
+    if (ec) {
+        // The peer went away without a closing handshake (or the ping timeout cut it off).
+        state_ = state::closed;
+        conn_.disconnected_ = true;
+        deliver_disconnect(true);
+        wake();
+        return;
+    }
+    read_messages();
+}
+
+void
+websocket_session::read_messages()
+{
+    auto& layer = ws_.next_layer();
+    auto const& cfg = srv_.cfg_;
+    while (state_ == state::open) {
+        if (!waiter_ && queue_.size() >= cfg.ws_max_queue) {
+            reader_blocked_ = true; // receive() starts reading again
+            return;
+        }
+        auto data = layer.in.data();
+        auto const* bytes = static_cast<unsigned char const*>(data.data());
+        auto next = ws_detail::next_unit(bytes, data.size(), cfg.ws_max_size);
+        if (next.kind == ws_detail::unit::partial) {
+            if (cfg.ws_max_size != 0 && data.size() > cfg.ws_max_size + ws_detail::control_slack) {
+                // Control frames without end between the fragments of a message.
+                spawn(close(1009, ""));
+                return;
             }
-            state_ = state::closed;
-            conn_.disconnected_ = true;
-            co_await queue_.async_send(boost::system::error_code{}, websocket::disconnect{close_code_, close_reason_},
-                                       ws_detail::use_tuple);
-            co_return;
+            break;
+        }
+        if (next.kind != ws_detail::unit::beast) {
+            if (next.kind == ws_detail::unit::pong) {
+                awaiting_pong_ = false;
+            } else {
+                std::array<char, 125> payload;
+                auto const len = next.size - next.head;
+                auto const* key = bytes + next.head - 4;
+                for (std::size_t i = 0; i < len; ++i)
+                    payload[i] = static_cast<char>(bytes[next.head + i] ^ key[i % 4]);
+                boost::system::error_code ec;
+                ws_.pong(boost::beast::websocket::ping_data(payload.data(), len), ec);
+            }
+            layer.in.consume(next.size);
+            if (!layer.out.empty() && !layer.flushing)
+                flush();
+            continue;
+        }
+        auto const whole = next.size;
+        layer.avail = whole;
+        std::string payload; // read in place, then moved into the event
+        auto buffer = net::dynamic_buffer(payload);
+        boost::system::error_code ec;
+        ws_.read(buffer, ec);
+        layer.avail = 0;
+        if (!layer.out.empty() && !layer.flushing)
+            flush(); // a pong, or the close frame of a failed connection
+        if (ec) {
+            on_stream_error(ec);
+            return;
         }
         websocket::receive message;
         if (ws_.got_text())
             message.text = std::move(payload);
         else
             message.bytes = std::move(payload);
-        reader_blocked_ = true;
-        auto [sec] = co_await queue_.async_send(boost::system::error_code{}, std::move(message), ws_detail::use_tuple);
-        reader_blocked_ = false;
-        if (sec)
-            co_return; // the application is done
+        deliver(std::move(message), true);
     }
+    if (state_ == state::open && !reading_) {
+        // Asio tries a read at once, which fails when the peer is still busy with our
+        // answer; reading after the handlers already queued gives it that time instead.
+        reading_ = true;
+        net::post(conn_.socket_.get_executor(), [self = shared_from_this()] { self->start_read(); });
+    }
+}
+
+void
+websocket_session::on_stream_error(boost::system::error_code ec)
+{
+    namespace bws = boost::beast::websocket;
+    if (ec == bws::error::closed) {
+        // A close frame without a code is reported as 1005 (RFC 6455 §7.1.5).
+        auto code = ws_.reason().code;
+        close_code_ = code == bws::close_code::none ? 1005 : static_cast<int>(code);
+        close_reason_ = std::string(ws_.reason().reason.data(), ws_.reason().reason.size());
+    } else if (close_code_ == 1006) {
+        // The connection failed: say why, as the close frame Beast sent said.
+        if (ec == bws::error::message_too_big)
+            close_code_ = 1009;
+        else if (ec == bws::error::bad_frame_payload)
+            close_code_ = 1007;
+    }
+    state_ = state::closed;
+    conn_.disconnected_ = true;
+    deliver_disconnect(true);
+    spawn(finish());
+}
+
+task<>
+websocket_session::finish()
+{
+    // What Beast's teardown does, after the close frame has gone out: shut down our side
+    // and read until the peer closes, for at most close_timeout.
+    auto& layer = ws_.next_layer();
+    while (layer.pending() && !write_failed_)
+        co_await wake_wait();
+    if (write_failed_ || conn_.closed_ || !layer.torn_down)
+        co_return;
+    boost::system::error_code ec;
+    conn_.socket_.shutdown(net::socket_base::shutdown_send, ec);
+    if (ec)
+        co_return;
+    conn_.set_deadline(std::chrono::steady_clock::now() + ws_detail::close_timeout);
+    for (std::size_t total = 0; total < http1::linger_limit;) {
+        layer.in.clear();
+        auto [rec, n] = co_await conn_.socket_.async_read_some(layer.in.prepare(16 * 1024), ws_detail::use_tuple);
+        if (rec)
+            break;
+        total += n;
+    }
+}
+
+void
+websocket_session::deliver(event e, bool in_place)
+{
+    if (!waiter_) {
+        queue_.push_back(std::move(e));
+        return;
+    }
+    auto h = std::move(*waiter_);
+    waiter_.reset();
+    if (in_place) {
+        h(boost::system::error_code{}, std::move(e)); // the application runs until it waits again
+        return;
+    }
+    net::post(conn_.socket_.get_executor(), [h = std::move(h), e = std::move(e)]() mutable {
+        h(boost::system::error_code{}, std::move(e));
+    });
+}
+
+void
+websocket_session::cancel_receive() noexcept
+{
+    if (!waiter_)
+        return;
+    auto h = std::move(*waiter_);
+    waiter_.reset();
+    net::post(conn_.socket_.get_executor(), [h = std::move(h)]() mutable {
+        h(boost::system::error_code(net::error::operation_aborted), event{});
+    });
+}
+
+void
+websocket_session::deliver_disconnect(bool in_place)
+{
+    if (disconnect_queued_)
+        return;
+    disconnect_queued_ = true;
+    deliver(websocket::disconnect{close_code_, close_reason_}, in_place);
+}
+
+//------------------------------------------------------------------------------
+// Writing: Beast writes through the layer; what the socket did not take is flushed here.
+
+void
+websocket_session::flush()
+{
+    auto& layer = ws_.next_layer();
+    layer.flushing = true;
+    net::async_write(conn_.socket_, net::buffer(layer.out),
+                     [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
+                         self->on_flushed(ec);
+                     });
+}
+
+void
+websocket_session::on_flushed(boost::system::error_code ec)
+{
+    auto& layer = ws_.next_layer();
+    layer.out.clear();
+    if (ec) {
+        write_failed_ = true;
+        layer.more.clear();
+        layer.flushing = false;
+        wake();
+        return;
+    }
+    layer.out.swap(layer.more);
+    if (!layer.out.empty()) {
+        flush();
+        return;
+    }
+    layer.flushing = false;
+    wake();
+}
+
+task<>
+websocket_session::wait_until_flushed()
+{
+    auto& layer = ws_.next_layer();
+    if (!layer.out.empty() && !layer.flushing)
+        flush();
+    while (layer.pending() && !write_failed_)
+        co_await wake_wait();
+    if (write_failed_)
+        throw client_disconnected();
 }
 
 task<>
@@ -338,14 +623,11 @@ websocket_session::pinger()
         auto [ec] = co_await ping_timer_.async_wait(ws_detail::use_tuple);
         if (ec || state_ != state::open)
             co_return;
-        co_await lock_writes();
-        if (state_ != state::open) {
-            unlock_writes();
-            co_return;
-        }
         awaiting_pong_ = true;
-        auto [pec] = co_await ws_.async_ping({}, ws_detail::use_tuple);
-        unlock_writes();
+        boost::system::error_code pec;
+        ws_.ping({}, pec);
+        if (!pec && !ws_.next_layer().out.empty() && !ws_.next_layer().flushing)
+            flush();
         if (pec || !cfg.ws_ping_timeout)
             continue;
         ping_timer_.expires_after(*cfg.ws_ping_timeout);
@@ -355,10 +637,9 @@ websocket_session::pinger()
         // A reader stopped by a full queue cannot see the pong: the client is not at fault.
         if (awaiting_pong_ && !reader_blocked_) {
             // The peer is gone or stuck: waiting for its side of a closing handshake would
-            // keep the application waiting too. Drop the connection; the reader then
-            // reports 1011 at once.
+            // keep the application waiting too. Drop the connection; the failed read
+            // then reports 1011 at once.
             srv_.log_.log(log_level::info, "WebSocket keepalive ping timeout: closing with 1011");
-            state_ = state::closed;
             we_closed_ = true;
             close_code_ = 1011;
             close_reason_ = "keepalive ping timeout";
@@ -383,12 +664,39 @@ websocket_session::receive()
     }
     if (disconnect_delivered_)
         co_return websocket::disconnect{close_code_, close_reason_};
-    auto [ec, e] = co_await queue_.async_receive(ws_detail::use_tuple);
-    if (ec || std::holds_alternative<websocket::disconnect>(e)) {
+    if (reader_blocked_ && state_ == state::open && queue_.size() <= srv_.cfg_.ws_max_queue / 2 + 1) {
+        // The queue has room again: read on (after this receive has its message).
+        reader_blocked_ = false;
+        net::post(conn_.socket_.get_executor(), [self = shared_from_this()] { self->read_messages(); });
+    }
+    event e;
+    if (!queue_.empty()) {
+        e = std::move(queue_.front());
+        queue_.pop_front();
+    } else {
+        if (waiter_)
+            throw boost::system::system_error(make_error_code(error::unexpected_event),
+                                              "receive() called while another receive() is waiting");
+        try {
+            e = co_await net::async_initiate<decltype(net::use_awaitable), void(boost::system::error_code, event)>(
+                [this](receive_handler h) {
+                    auto slot = net::get_associated_cancellation_slot(h);
+                    waiter_.emplace(std::move(h));
+                    if (slot.is_connected())
+                        slot.assign([this](net::cancellation_type) { cancel_receive(); });
+                },
+                net::use_awaitable);
+        } catch (boost::system::system_error const&) {
+            // Cancelled: the application is going away or gave up waiting; nothing was
+            // taken from the connection.
+            co_return websocket::disconnect{close_code_, close_reason_};
+        }
+    }
+    if (std::holds_alternative<websocket::disconnect>(e)) {
         disconnect_delivered_ = true;
         co_return websocket::disconnect{close_code_, close_reason_};
     }
-    co_return std::move(e);
+    co_return e;
 }
 
 task<>
@@ -406,24 +714,20 @@ websocket_session::send(event e)
         if (m->text.has_value() == m->bytes.has_value())
             throw boost::system::system_error(make_error_code(error::unexpected_event),
                                               "'websocket.send' needs exactly one of bytes and text");
-        if (state_ != state::open)
+        if (state_ != state::open || write_failed_)
             throw client_disconnected();
-        if (writes_locked_)
-            co_await lock_writes();
-        else
-            writes_locked_ = true;
-        if (state_ != state::open) {
-            unlock_writes();
-            throw client_disconnected();
-        }
         ws_.text(m->text.has_value());
         auto const& payload = m->text ? *m->text : *m->bytes;
-        auto [ec, n] = co_await ws_.async_write(net::buffer(payload), ws_detail::use_tuple);
-        unlock_writes();
+        boost::system::error_code ec;
+        ws_.write(net::buffer(payload), ec);
         if (ec) {
-            state_ = state::closed;
+            write_failed_ = true;
             throw client_disconnected();
         }
+        // Returns once the socket has taken the message: a client that does not read
+        // holds the application back, and memory stays bounded.
+        if (ws_.next_layer().pending())
+            co_await wait_until_flushed();
     } else if (auto* c = std::get_if<websocket::close>(&e)) {
         if (state_ == state::connecting) {
             // Closing before the handshake refuses it (ASGI): HTTP 403.
