@@ -192,12 +192,16 @@ bytes(std::uint64_t n, cserve::send send)
     });
     // Large bodies go out in 64 KiB pieces: send() completes as the client reads them.
     constexpr std::uint64_t piece = 64 * 1024;
+    static std::string const pattern = [] {
+        std::string s(piece + 26, '\0');
+        for (std::size_t k = 0; k < s.size(); ++k)
+            s[k] = static_cast<char>('a' + k % 26);
+        return s;
+    }();
     std::uint64_t i = 0;
     do {
         auto len = std::min(piece, n - i);
-        std::string body(len, '\0');
-        for (std::uint64_t k = 0; k < len; ++k)
-            body[k] = static_cast<char>('a' + (i + k) % 26);
+        std::string body(pattern, i % 26, len);
         i += len;
         co_await send(http::response_body{.body = std::move(body), .more_body = i < n});
     } while (i < n);
