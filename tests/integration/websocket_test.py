@@ -21,6 +21,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 import unittest
 
@@ -72,14 +73,65 @@ def upgrade_request(target, extra=()):
     return ("\r\n".join(lines) + "\r\n\r\n").encode(), key
 
 
+DATA_KINDS = {0x1: "text", 0x2: "binary"}
+CONTROL_KINDS = {0x8: "close", 0x9: "ping", 0xA: "pong"}
+OPCODES = {"text": 0x1, "binary": 0x2, "cont": 0x0, "close": 0x8, "ping": 0x9, "pong": 0xA}
+
+
+def mask(payload, key):
+    """payload XORed with the 4-byte key repeated (RFC 6455 5.3)."""
+    n = len(payload)
+    if n == 0:
+        return b""
+    k = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(k, "big")).to_bytes(n, "big")
+
+
+def client_frame(kind, payload=b"", fin=True, length=None):
+    """One frame as a client must send it (RFC 6455 5.2): masked with a random key, the
+    shortest length form. kind is a key of OPCODES; length, if given, is the length
+    announced in the header instead of len(payload)."""
+    n = len(payload) if length is None else length
+    head = struct.pack("!B", (0x80 if fin else 0) | OPCODES[kind])
+    if n < 126:
+        head += struct.pack("!B", 0x80 | n)
+    elif n < 1 << 16:
+        head += struct.pack("!BH", 0x80 | 126, n)
+    else:
+        head += struct.pack("!BQ", 0x80 | 127, n)
+    key = os.urandom(4)
+    return head + key + mask(payload, key)
+
+
+def close_payload(code, reason=b""):
+    return struct.pack("!H", code) + reason
+
+
+def close_code(payload):
+    return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+
+
+def text_of(n):
+    """A str whose UTF-8 encoding is exactly n bytes, with 2-byte characters in it."""
+    return "\u00e9" * (n // 2) + "a" * (n % 2)
+
+
+def binary_of(n):
+    return bytes((i * 7 + 3) % 256 for i in range(n))
+
+
 class RawWebSocket:
     """A TCP connection that does the opening handshake by hand and reads raw frames."""
 
-    def __init__(self, port, target, extra=()):
+    def __init__(self, port, target, extra=(), first=b""):
+        """first: bytes sent in the same write as the request, right behind its blank
+        line (before the 101 can have arrived)."""
         self.sock = socket.create_connection((HOST, port), timeout=IO_TIMEOUT)
         self.buf = bytearray()
+        self.events = []     # whole messages and control frames read but not yet returned
+        self.partial = None  # [kind, bytearray] of a fragmented message being read
         request, _ = upgrade_request(target, extra)
-        self.sock.sendall(request)
+        self.sock.sendall(request + first)
         head = self._read_until(b"\r\n\r\n")
         lines = head.split(b"\r\n")
         self.status = int(lines[0].split()[1])
@@ -121,6 +173,11 @@ class RawWebSocket:
 
     def read_frame(self):
         """(opcode, payload) of the next frame from the server (unmasked, RFC 6455 5.2)."""
+        _, _, opcode, payload = self.read_frame_full()
+        return opcode, payload
+
+    def read_frame_full(self):
+        """(fin, rsv bits, opcode, payload) of the next frame from the server."""
         b0, b1 = self._read_exact(2)
         if b1 & 0x80:
             raise AssertionError("the server masked a frame")
@@ -129,12 +186,84 @@ class RawWebSocket:
             length = struct.unpack("!H", self._read_exact(2))[0]
         elif length == 127:
             length = struct.unpack("!Q", self._read_exact(8))[0]
-        return b0 & 0x0F, self._read_exact(length)
+        return bool(b0 & 0x80), (b0 >> 4) & 0x7, b0 & 0x0F, self._read_exact(length)
+
+    def read_event(self):
+        """The next whole thing from the server: (kind, payload) with kind "text" or
+        "binary" (a whole message, its fragments joined) or "close", "ping", "pong" (a
+        control frame, also when it came between a message's fragments). Fails on a frame
+        RFC 6455 forbids (rsv bits without an extension, a fragmented or >125-byte control
+        frame, a continuation that continues nothing, a new message inside another)."""
+        while not self.events:
+            fin, rsv, opcode, payload = self.read_frame_full()
+            if rsv:
+                raise AssertionError("rsv bits %d set on a frame (opcode %d)" % (rsv, opcode))
+            if opcode & 0x8:
+                if not fin or len(payload) > 125:
+                    raise AssertionError("malformed control frame: fin=%r opcode=%d len=%d"
+                                         % (fin, opcode, len(payload)))
+                kind = CONTROL_KINDS.get(opcode)
+                if kind is None:
+                    raise AssertionError("unknown control opcode %d" % opcode)
+                self.events.append((kind, payload))
+            elif opcode == 0:
+                if self.partial is None:
+                    raise AssertionError("a continuation frame outside any message")
+                self.partial[1] += payload
+                if fin:
+                    self.events.append((self.partial[0], bytes(self.partial[1])))
+                    self.partial = None
+            elif opcode in DATA_KINDS:
+                if self.partial is not None:
+                    raise AssertionError("a new message inside a fragmented one")
+                if fin:
+                    self.events.append((DATA_KINDS[opcode], payload))
+                else:
+                    self.partial = [DATA_KINDS[opcode], bytearray(payload)]
+            else:
+                raise AssertionError("unknown data opcode %d" % opcode)
+        return self.events.pop(0)
+
+    def read_events(self, n):
+        return [self.read_event() for _ in range(n)]
+
+    def read_until_eof(self):
+        """Every event until the server closes the connection (a reset counts as closed:
+        a peer may reset after its close frame)."""
+        events = []
+        try:
+            while True:
+                events.append(self.read_event())
+        except (EOFError, ConnectionResetError):
+            return events
 
 
 def http_get(server, path):
     with httpx.Client(trust_env=False, timeout=IO_TIMEOUT) as c:
         return c.get(server.url(path))
+
+
+class Sender(threading.Thread):
+    """Runs fn (writes on a socket) in a thread of its own, so that the test reads the
+    echoes meanwhile and neither side's buffers fill up while the other waits."""
+
+    def __init__(self, fn):
+        super().__init__(daemon=True)
+        self.fn = fn
+        self.error = None
+
+    def run(self):
+        try:
+            self.fn()
+        except BaseException as e:  # reported by finish()
+            self.error = e
+
+    def finish(self, timeout=IO_TIMEOUT):
+        self.join(timeout)
+        if self.is_alive():
+            raise AssertionError("the sender did not finish within %.0f s" % timeout)
+        if self.error is not None:
+            raise self.error
 
 
 # ---------------------------------------------------------------------------------------
@@ -418,6 +547,287 @@ class WebSocketConfigTests(ServerTestCase):
         log = server.log_text()
         self.assertIn("Waiting for application shutdown.", log)
         self.assertIn("Application shutdown complete.", log)
+
+
+class WebSocketFramingTests(ServerTestCase):
+    """Raw client frames against /ws/echo: how the server's own read buffering splits the
+    received bytes into messages, pings and pongs (answered by the session) and what it
+    hands Beast (close frames, malformed and too-big frames)."""
+
+    # (kind, payload): every length form (7-bit up to 125, 16-bit from 126 to 65535,
+    # 64-bit from 65536), text and binary, empty messages; the last one marks the end.
+    MESSAGES = [
+        ("text", b""), ("binary", b""),
+        ("text", text_of(1).encode()), ("binary", binary_of(1)),
+        ("text", text_of(125).encode()), ("binary", binary_of(125)),
+        ("text", text_of(126).encode()), ("binary", binary_of(126)),
+        ("binary", binary_of(65535)), ("text", text_of(65535).encode()),
+        ("binary", binary_of(65536)), ("text", text_of(70001).encode()),
+        ("text", b"end"),
+    ]
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server(HTTPBIN)
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            rc = cls.server.stop()
+        finally:
+            cls.server.kill()
+        if rc != 0:
+            raise AssertionError("server exited with status %r after SIGTERM; stderr:\n%s"
+                                 % (rc, cls.server.log_text()))
+
+    def open(self, server=None, first=b""):
+        raw = RawWebSocket((server or self.server).port, "/ws/echo", first=first)
+        self.addCleanup(raw.close)
+        self.assertEqual(raw.status, 101)
+        return raw
+
+    def assertEvents(self, got, want):
+        """got == want, with a short description of both on failure (no 64 KiB dumps)."""
+        def short(events):
+            return [(k, len(p), p[:12]) for k, p in events]
+        self.assertEqual(len(got), len(want), "got %r, want %r" % (short(got), short(want)))
+        for i, (g, w) in enumerate(zip(got, want)):
+            self.assertTrue(g == w, "event %d: got %r, want %r" % (i, short([g]), short([w])))
+
+    def test_many_messages_in_one_write_all_echoed_in_order(self):
+        raw = self.open()
+        data = b"".join(client_frame(k, p) for k, p in self.MESSAGES)
+        sender = Sender(lambda: raw.sock.sendall(data))
+        sender.start()
+        events = raw.read_events(len(self.MESSAGES))
+        sender.finish()
+        self.assertEvents(events, self.MESSAGES)
+
+    def test_messages_trickled_byte_by_byte_all_echoed(self):
+        raw = self.open()
+        raw.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        frames = [client_frame(k, p) for k, p in self.MESSAGES]
+        deadline = time.monotonic() + 8
+
+        def trickle():
+            for f in frames:
+                for i in range(len(f)):
+                    raw.sock.sendall(f[i:i + 1])
+                    # Every byte of a frame's start (its header, at most 14 bytes) on its
+                    # own, so the server sees headers split anywhere; a pause now and
+                    # then in a long payload.
+                    if i < 16 or i % 512 == 0:
+                        time.sleep(0.0005)
+                    if time.monotonic() > deadline:
+                        raise AssertionError("trickling took more than 8 s")
+
+        sender = Sender(trickle)
+        sender.start()
+        events = raw.read_events(len(self.MESSAGES))
+        sender.finish(timeout=10)
+        self.assertEvents(events, self.MESSAGES)
+
+    FRAGMENTED_TEXT = "fragmented h\u00e9llo w\u00f6rld, " + "x" * 200 + " \u20ac end"
+
+    def fragmented_frames(self):
+        """ping p1, a text message in three fragments (split inside a UTF-8 character,
+        the middle one 16-bit length) with ping p2 between the first two, ping p3, and
+        then one more message to show nothing else came back."""
+        whole = self.FRAGMENTED_TEXT.encode()
+        cut1 = whole.index("\u00e9".encode()) + 1  # inside the 2-byte character
+        cut2 = len(whole) - 3                      # inside the 3-byte euro sign
+        self.assertGreaterEqual(cut2 - cut1, 126)
+        return [
+            client_frame("ping", b"p1"),
+            client_frame("text", whole[:cut1], fin=False),
+            client_frame("ping", b"p2"),
+            client_frame("cont", whole[cut1:cut2], fin=False),
+            client_frame("cont", whole[cut2:], fin=True),
+            client_frame("ping", b"p3"),
+            client_frame("text", b"after"),
+        ]
+
+    def check_fragmented_exchange(self, raw):
+        events = []
+        while ("text", b"after") not in events and len(events) < 10:
+            events.append(raw.read_event())
+        pongs = [e for e in events if e[0] == "pong"]
+        data = [e for e in events if e[0] in ("text", "binary")]
+        self.assertEqual(pongs, [("pong", b"p1"), ("pong", b"p2"), ("pong", b"p3")],
+                         "events: %r" % events)
+        self.assertEqual(data, [("text", self.FRAGMENTED_TEXT.encode()), ("text", b"after")],
+                         "events: %r" % events)
+        self.assertEqual(len(events), 5, "events: %r" % events)
+
+    def test_fragmented_message_with_pings_in_one_write(self):
+        raw = self.open()
+        raw.sock.sendall(b"".join(self.fragmented_frames()))
+        self.check_fragmented_exchange(raw)
+
+    def test_fragmented_message_with_pings_in_separate_writes(self):
+        raw = self.open()
+        raw.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for f in self.fragmented_frames():
+            raw.sock.sendall(f)
+            time.sleep(0.02)
+        self.check_fragmented_exchange(raw)
+
+    def test_lone_ping_gets_pong_and_lone_pong_gets_nothing(self):
+        raw = self.open()
+        raw.sock.settimeout(2)
+        raw.sock.sendall(client_frame("ping", b"lone ping"))
+        self.assertEqual(raw.read_event(), ("pong", b"lone ping"))
+        raw.sock.sendall(client_frame("ping", b""))
+        self.assertEqual(raw.read_event(), ("pong", b""))
+        raw.sock.sendall(client_frame("ping", binary_of(125)))  # the largest control payload
+        self.assertEqual(raw.read_event(), ("pong", binary_of(125)))
+
+        raw.sock.sendall(client_frame("pong", b"unsolicited"))
+        raw.sock.settimeout(0.3)
+        try:
+            extra = raw.sock.recv(65536)
+        except socket.timeout:
+            extra = None
+        self.assertIsNone(extra, "the server answered an unsolicited pong with %r" % extra)
+        self.assertEqual((raw.buf, raw.events), (bytearray(), []))
+        raw.sock.settimeout(2)
+        raw.sock.sendall(client_frame("text", b"still here"))
+        self.assertEqual(raw.read_event(), ("text", b"still here"))
+
+    def test_frames_in_the_same_write_as_the_handshake(self):
+        first = client_frame("text", b"early") + client_frame("binary", b"\x00\xffearly")
+        raw = self.open(first=first)
+        raw.sock.settimeout(2)
+        self.assertEqual(raw.read_events(2), [("text", b"early"), ("binary", b"\x00\xffearly")])
+
+    def test_control_frame_over_125_bytes_closes_1002(self):
+        raw = self.open()
+        raw.sock.settimeout(3)
+        frame = client_frame("ping", b"q" * 126)
+        self.assertEqual(frame[1], 0x80 | 126)  # the 16-bit length form
+        raw.sock.sendall(frame)
+        events = raw.read_until_eof()
+        self.assertEqual(len(events), 1, "events: %r" % events)
+        self.assertEqual(events[0][0], "close", "events: %r" % events)
+        self.assertEqual(close_code(events[0][1]), 1002, "events: %r" % events)
+
+    def check_too_big_closes_1009_promptly(self, server, data):
+        raw = self.open(server)
+        raw.sock.settimeout(3)
+        start = time.monotonic()
+        raw.sock.sendall(data)
+        first = raw.read_event()
+        elapsed = time.monotonic() - start
+        self.assertEqual(first[0], "close", "got %r" % (first,))
+        self.assertEqual(close_code(first[1]), 1009, "close payload %r" % first[1])
+        self.assertLess(elapsed, 1.5)
+        rest = raw.read_until_eof()
+        self.assertEqual(rest, [])
+        # Our side of the TCP close: until it, the server's teardown waits for it (and a
+        # server stopped meanwhile would wait for the connection).
+        raw.close()
+
+    def test_too_big_frame_header_closes_1009_without_the_payload(self):
+        # The default limit (16 MiB): a header announcing one byte more, nothing after it.
+        with self.subTest("default 16 MiB, 64-bit length"):
+            self.check_too_big_closes_1009_promptly(
+                self.server, client_frame("binary", length=16 * 1024 * 1024 + 1))
+
+        small = self.start_server("--ws-max-size", "1000")
+        with self.subTest("1000, 16-bit length"):
+            self.check_too_big_closes_1009_promptly(
+                small, client_frame("binary", length=1001))
+        with self.subTest("1000, 64-bit length of 8 GiB, text"):
+            self.check_too_big_closes_1009_promptly(
+                small, client_frame("text", length=1 << 33))
+        with self.subTest("1000, fragments that only together exceed it"):
+            self.check_too_big_closes_1009_promptly(
+                small, client_frame("binary", b"a" * 600, fin=False)
+                + client_frame("cont", b"b" * 600, fin=False))
+        with self.subTest("1000, exactly the limit still echoes"):
+            raw = self.open(small)
+            raw.sock.settimeout(2)
+            raw.sock.sendall(client_frame("binary", b"c" * 500, fin=False)
+                             + client_frame("cont", b"d" * 500))
+            self.assertEqual(raw.read_event(), ("binary", b"c" * 500 + b"d" * 500))
+            raw.close()  # or the server's shutdown waits for it to answer its close frame
+        self.assertEqual(small.stop(), 0)
+
+    def test_malformed_frames_close_1002_or_1007(self):
+        def with_first_byte(frame, fn):
+            return bytes([fn(frame[0])]) + frame[1:]
+
+        cases = [
+            ("unmasked", b"\x81\x03abc", [], 1002),
+            ("rsv1 without an extension",
+             with_first_byte(client_frame("text", b"abc"), lambda b: b | 0x40), [], 1002),
+            ("reserved data opcode 3",
+             with_first_byte(client_frame("text", b"abc"), lambda b: (b & 0xF0) | 0x3), [], 1002),
+            ("continuation of nothing", client_frame("cont", b"abc"), [], 1002),
+            ("new message inside a fragmented one",
+             client_frame("text", b"a", fin=False) + client_frame("text", b"b"), [], 1002),
+            ("fragmented ping", client_frame("ping", b"ab", fin=False), [], 1002),
+            ("16-bit length form for 5 bytes",
+             b"\x82\xfe\x00\x05kkkk" + mask(b"hello", b"kkkk"), [], 1002),
+            ("close payload of 1 byte", client_frame("close", b"\x03"), [], 1002),
+            ("invalid UTF-8 text", client_frame("text", b"ok\xff\xfe"), [], 1007),
+            ("a good message, then an unmasked one, in one write",
+             client_frame("text", b"ok") + b"\x81\x03abc", [("text", b"ok")], 1002),
+        ]
+        for name, data, want_before, code in cases:
+            with self.subTest(name):
+                raw = self.open()
+                raw.sock.settimeout(3)
+                raw.sock.sendall(data)
+                events = raw.read_until_eof()
+                raw.close()
+                self.assertEqual(events[:-1], want_before, "events: %r" % events)
+                self.assertTrue(events and events[-1][0] == "close", "events: %r" % events)
+                self.assertEqual(close_code(events[-1][1]), code, "events: %r" % events)
+
+    def test_ping_inside_an_unfinished_message_is_answered_at_once(self):
+        # RFC 6455 5.5.2: a pong as soon as is practical, even while the fragments of a
+        # message are still coming.
+        raw = self.open()
+        raw.sock.settimeout(1.5)
+        raw.sock.sendall(client_frame("text", b"abc", fin=False) + client_frame("ping", b"p2"))
+        self.assertEqual(raw.read_event(), ("pong", b"p2"))
+        raw.sock.sendall(client_frame("ping", b"p3") + client_frame("cont", b"def"))
+        self.assertEqual(raw.read_events(2), [("pong", b"p3"), ("text", b"abcdef")])
+
+    def test_header_errors_close_1002_at_once_even_before_the_message_ends(self):
+        def with_first_byte(frame, fn):
+            return bytes([fn(frame[0])]) + frame[1:]
+
+        cases = [
+            ("reserved control opcode 0xB", with_first_byte(client_frame("ping", b"x"), lambda b: (b & 0xF0) | 0xB)),
+            ("unmasked, not final", b"\x01\x03abc"),
+            ("reserved data opcode 3, not final",
+             with_first_byte(client_frame("text", b"abc", fin=False), lambda b: (b & 0xF0) | 0x3)),
+            ("continuation of nothing, not final", client_frame("cont", b"abc", fin=False)),
+            ("rsv2 set, not final", with_first_byte(client_frame("text", b"abc", fin=False), lambda b: b | 0x20)),
+            ("rsv1 on a continuation",
+             client_frame("text", b"a", fin=False) + with_first_byte(client_frame("cont", b"b", fin=False),
+                                                                     lambda b: b | 0x40)),
+        ]
+        for name, data in cases:
+            with self.subTest(name):
+                raw = self.open()
+                raw.sock.settimeout(1.5)  # nothing more is sent: the answer must not wait for it
+                raw.sock.sendall(data)
+                events = raw.read_until_eof()
+                raw.close()
+                self.assertTrue(events and events[-1][0] == "close", "events: %r" % events)
+                self.assertEqual(close_code(events[-1][1]), 1002, "events: %r" % events)
+
+    def test_client_close_4001_is_echoed_then_eof(self):
+        raw = self.open()
+        raw.sock.settimeout(3)
+        raw.sock.sendall(client_frame("close", close_payload(4001, b"x")))
+        events = raw.read_until_eof()
+        self.assertEqual(len(events), 1, "events: %r" % events)
+        self.assertEqual(events[0][0], "close", "events: %r" % events)
+        self.assertEqual(close_code(events[0][1]), 4001, "events: %r" % events)
 
 
 def main():

@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <typeinfo>
 
 namespace cserve::detail {
@@ -39,17 +40,18 @@ inline constexpr std::size_t read_block = 8 * 1024;
 // (control frames between the fragments of a message).
 inline constexpr std::size_t control_slack = 64 * 1024;
 
-// What the front of the received bytes holds, by RFC 6455 §5.2 framing.
+// What the received bytes hold, by RFC 6455 §5.2 framing.
 struct unit {
     enum kind_type : unsigned char {
-        partial, // not all here yet
-        ping,    // a whole, well-formed ping or pong: the session answers it itself
-        pong,
-        beast // `size` bytes Beast can read without waiting: a whole message (with any
-              // control frames between its fragments), a close frame, or the header of
-              // a frame Beast refuses on its header alone
+        partial, // nothing to do until more arrives
+        ping,    // a whole ping or pong at `offset`, before the end of the message being
+        pong,    // received: the session answers it itself and cuts it out
+        beast    // the first `size` bytes Beast can read without waiting: a whole message
+                 // (with any control frames between its fragments), a close frame, or up
+                 // to the header of a frame Beast refuses on its header alone
     };
     kind_type kind = partial;
+    std::size_t offset = 0;
     std::size_t size = 0;
     std::size_t head = 0; // of a ping or pong: its header size
 };
@@ -59,10 +61,12 @@ next_unit(unsigned char const* p, std::size_t n, std::uint64_t max_size) noexcep
 {
     std::size_t pos = 0;
     std::uint64_t message = 0; // payload bytes of the message so far
+    bool in_message = false;
     for (;;) {
         if (n - pos < 2)
             return {};
         bool const fin = (p[pos] & 0x80) != 0;
+        unsigned const rsv = p[pos] & 0x70;
         unsigned const opcode = p[pos] & 0x0f;
         bool const control = (opcode & 0x08) != 0;
         bool const masked = (p[pos + 1] & 0x80) != 0;
@@ -85,25 +89,32 @@ next_unit(unsigned char const* p, std::size_t n, std::uint64_t max_size) noexcep
             head += 4;
         if (n - pos < head)
             return {};
-        if (control ? len > 125 : (max_size != 0 && len > max_size - message))
-            return {unit::beast, pos + head};
+        // What Beast refuses on the header (RFC 6455 §5.2, §5.4, §5.5) it gets at once.
+        // RSV1 on a message's first frame is permessage-deflate's, which Beast judges.
+        unit const refuse{unit::beast, 0, pos + head};
+        if (!masked || (rsv & 0x30) != 0)
+            return refuse;
+        if (control) {
+            if (!fin || rsv != 0 || len > 125 || opcode > 0xa)
+                return refuse;
+        } else {
+            if (opcode > 2 || (opcode == 0) != in_message || (opcode == 0 && rsv != 0))
+                return refuse;
+            if (max_size != 0 && len > max_size - message)
+                return refuse;
+        }
         if (len > n - pos - head)
             return {};
         auto const end = pos + head + static_cast<std::size_t>(len);
         if (control) {
-            // Between messages a ping or pong is answered here: Beast, after one, would
-            // wait for the next frame. A close frame ends Beast's read; anything
-            // malformed Beast refuses.
-            bool const plain = fin && masked && (p[pos] & 0x70) == 0;
-            if (pos == 0 && plain && (opcode == 0x9 || opcode == 0xa))
-                return {opcode == 0x9 ? unit::ping : unit::pong, end, head};
-            if (opcode == 0x8 || !plain)
-                return {unit::beast, end};
-        } else {
-            message += len;
-            if (fin)
-                return {unit::beast, end};
+            if (opcode == 0x8)
+                return {unit::beast, 0, end};
+            return {opcode == 0x9 ? unit::ping : unit::pong, pos, end - pos, head};
         }
+        message += len;
+        in_message = true;
+        if (fin)
+            return {unit::beast, 0, end};
         pos = end;
     }
 }
@@ -438,17 +449,21 @@ websocket_session::read_messages()
             break;
         }
         if (next.kind != ws_detail::unit::beast) {
+            // A ping or pong, between messages or between the fragments of one: answered
+            // now, then cut out of the stream (what precedes it moves up over it).
+            auto* frame = const_cast<unsigned char*>(bytes) + next.offset;
             if (next.kind == ws_detail::unit::pong) {
                 awaiting_pong_ = false;
             } else {
                 std::array<char, 125> payload;
                 auto const len = next.size - next.head;
-                auto const* key = bytes + next.head - 4;
+                auto const* key = frame + next.head - 4;
                 for (std::size_t i = 0; i < len; ++i)
-                    payload[i] = static_cast<char>(bytes[next.head + i] ^ key[i % 4]);
+                    payload[i] = static_cast<char>(frame[next.head + i] ^ key[i % 4]);
                 boost::system::error_code ec;
                 ws_.pong(boost::beast::websocket::ping_data(payload.data(), len), ec);
             }
+            std::memmove(const_cast<unsigned char*>(bytes) + next.size, bytes, next.offset);
             layer.in.consume(next.size);
             if (!layer.out.empty() && !layer.flushing)
                 flush();
