@@ -48,12 +48,12 @@ websocket_session::log_handshake(std::string_view outcome) const
 {
     if (!srv_.cfg_.access_log || !srv_.log_.enabled(log_level::info))
         return;
-    std::string line = conn_.client_text_;
+    std::string line = conn_.client_text();
     line += " - \"WebSocket ";
-    line += conn_.scope_.raw_path;
-    if (!conn_.scope_.query_string.empty()) {
+    line += conn_.scope().raw_path;
+    if (!conn_.scope().query_string.empty()) {
         line += '?';
-        line += conn_.scope_.query_string;
+        line += conn_.scope().query_string;
     }
     line += "\" ";
     line += outcome;
@@ -63,7 +63,7 @@ websocket_session::log_handshake(std::string_view outcome) const
 task<>
 websocket_session::run()
 {
-    auto& s = conn_.scope_;
+    auto& s = conn_.scope();
     s.type = scope_type::websocket;
     s.scheme = "ws";
     s.extensions = {"websocket.http.response"};
@@ -210,10 +210,10 @@ websocket_session::accept(websocket::accept& a)
 
     // Beast answers the handshake from a request message; rebuild it from the parsed head.
     bhttp::request<bhttp::empty_body> req;
-    req.method_string(conn_.scope_.method);
-    req.target(conn_.head_info_.target.in(conn_.head_));
-    req.version(conn_.head_info_.version);
-    for (auto const& [name, value] : conn_.scope_.headers)
+    req.method_string(conn_.scope().method);
+    req.target(conn_.head_info().target.in(conn_.head()));
+    req.version(conn_.head_info().version);
+    for (auto const& [name, value] : conn_.scope().headers)
         req.insert(name, value);
 
     ws_.set_option(bws::stream_base::decorator(
