@@ -8,7 +8,6 @@
 #include <cserve/error.hpp>
 
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -474,11 +473,15 @@ http1_connection::wait_idle()
         close_idle();
         return;
     }
-    socket_.async_read_some(net::buffer(small_),
-                            net::bind_allocator(http1::op_allocator<void>(),
-                                                [self = shared_from_this()](boost::system::error_code ec, std::size_t n) {
-                                                    self->on_idle_read(ec, n);
-                                                }));
+    // A handler with an allocator of its own but no executor: with bind_allocator, Asio
+    // would track the executor twice and the operation would grow by 64 bytes.
+    struct idle_handler {
+        std::shared_ptr<http1_connection> self;
+        using allocator_type = http1::op_allocator<void>;
+        allocator_type get_allocator() const noexcept { return {}; }
+        void operator()(boost::system::error_code ec, std::size_t n) { self->on_idle_read(ec, n); }
+    };
+    socket_.async_read_some(net::buffer(small_), idle_handler{shared_from_this()});
 }
 
 void
