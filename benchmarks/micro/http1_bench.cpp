@@ -15,7 +15,6 @@
 #include <cserve/detail/request_parser.hpp>
 #include <cserve/detail/server_impl.hpp>
 
-#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/connect_pair.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
@@ -106,10 +105,7 @@ public:
         net::local::stream_protocol::socket server_end(ioc_);
         net::local::connect_pair(client_, server_end);
         auto c = std::make_shared<detail::http1_connection>(server_, detail::socket_type(std::move(server_end)));
-        net::co_spawn(ioc_, detail::http1_connection::run(std::move(c)), [this](std::exception_ptr e) {
-            failure_ = e;
-            ended_ = true;
-        });
+        detail::http1_connection::start(std::move(c));
     }
 
     ~connection_pair()
@@ -134,7 +130,7 @@ public:
             ec = rec;
             done = true;
         });
-        while (!done && !ended_)
+        while (!done)
             ioc_.run_one();
         return done && !ec;
     }
@@ -156,7 +152,7 @@ public:
                                   size = rec ? 0 : n;
                                   done = true;
                               });
-        while (!done && !ended_)
+        while (!done)
             ioc_.run_one();
         return done && in.size() == size ? size : 0;
     }
@@ -165,8 +161,6 @@ private:
     net::io_context ioc_{1};
     detail::server_impl server_;
     net::local::stream_protocol::socket client_;
-    std::exception_ptr failure_;
-    bool ended_ = false;
 };
 
 void

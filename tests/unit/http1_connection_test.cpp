@@ -1,11 +1,16 @@
 // tests/unit/http1_connection_test.cpp -- the HTTP/1.1 session, driven over loopback sockets
 // SPDX-License-Identifier: BSL-1.0
 #include <cserve/cserve.hpp>
+#include <cserve/detail/http1_connection.hpp>
+#include <cserve/detail/server_impl.hpp>
 
 #include "catch.hpp"
 #include "test_server.hpp"
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/local/connect_pair.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/read_until.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 
@@ -14,6 +19,7 @@
 #include <cstdio>
 #include <exception>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -1811,7 +1817,7 @@ TEST_CASE("http1_connection: a keep-alive connection idle long enough to give it
         beast::flat_buffer buf;
         co_await ct::write(s, "GET /a HTTP/1.1\r\nHost: t\r\nX-N: 1\r\n\r\n");
         first = co_await ct::read_response(s, buf);
-        co_await ct::wait_for(ms(600)); // past the idle release (250 ms), within keep-alive
+        co_await ct::wait_for(ms(600)); // idle a while, within keep-alive
         // A request bigger than the small idle buffer, split across writes.
         std::string big = "GET /b HTTP/1.1\r\nHost: t\r\nX-Pad: " + std::string(1000, 'p') + "\r\nX-N: 2\r\n\r\n";
         co_await ct::write(s, big.substr(0, 300));
@@ -1829,4 +1835,77 @@ TEST_CASE("http1_connection: a keep-alive connection idle long enough to give it
     CHECK(second.msg.body() == "/b:2");
     REQUIRE(third.ok());
     CHECK(third.msg.body() == "/c:3");
+}
+
+TEST_CASE("http1_connection: an idle keep-alive connection holds no request state",
+          "[http1_connection][keep-alive][idle][memory]")
+{
+    // Driven by hand over a socket pair, as server_impl starts a connection, so that the
+    // connection object itself can be looked at between requests.
+    net::io_context ioc{1};
+    cserve::detail::server_impl srv(ioc, hello_app, ct::test_config());
+    net::local::stream_protocol::socket client(ioc);
+    net::local::stream_protocol::socket server_end(ioc);
+    net::local::connect_pair(client, server_end);
+    auto c = std::make_shared<cserve::detail::http1_connection>(srv, cserve::detail::socket_type(std::move(server_end)));
+    std::weak_ptr<cserve::detail::http1_connection> weak = c;
+    cserve::detail::http1_connection::start(std::move(c));
+    bool const before_request = weak.lock()->holds_request_state();
+
+    std::vector<bool> answered, idle_state;
+    std::string in;
+    for (int i = 0; i < 2; ++i) {
+        net::write(client, net::buffer(std::string_view("GET / HTTP/1.1\r\nHost: t\r\n\r\n")));
+        bool done = false;
+        boost::system::error_code ec;
+        net::async_read_until(client, net::dynamic_buffer(in), "Hello, world!",
+                              [&](boost::system::error_code rec, std::size_t) {
+                                  ec = rec;
+                                  done = true;
+                              });
+        while (!done && ioc.run_one() > 0) {
+        }
+        ioc.poll(); // what the session still does after the response: it goes idle
+        in.clear();
+        answered.push_back(done && !ec);
+        auto p = weak.lock();
+        idle_state.push_back(p && p->holds_request_state());
+    }
+    bool const alive = !weak.expired();
+    boost::system::error_code ignored;
+    client.close(ignored);
+    ioc.run(); // EOF ends the session
+
+    CHECK_FALSE(before_request);
+    CHECK(answered == std::vector<bool>{true, true});
+    CHECK(alive);
+    CHECK(idle_state == std::vector<bool>{false, false});
+    CHECK(weak.expired());
+}
+
+TEST_CASE("http1_connection: a connection after one that closed with its response starts clean",
+          "[http1_connection][keep-alive][idle][memory]")
+{
+    // Request state is recycled between connections: nothing of the first response (its
+    // content-length, what was sent) may leak into the next connection's.
+    ct::response_result first, second, third;
+    auto r = ct::run_server(hello_app, ct::test_config(), [&](unsigned short port) -> task<> {
+        beast::flat_buffer buf1, buf2, buf3;
+        auto a = co_await ct::connect(port);
+        co_await ct::write(a, "GET / HTTP/1.0\r\n\r\n");
+        first = co_await ct::read_response(a, buf1);
+        auto b = co_await ct::connect(port);
+        co_await ct::write(b, "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        second = co_await ct::read_response(b, buf2);
+        auto c = co_await ct::connect(port);
+        co_await ct::write(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        third = co_await ct::read_response(c, buf3);
+    });
+    CSERVE_REQUIRE_RUN(r);
+    REQUIRE(first.ok());
+    CHECK(first.msg.body() == "Hello, world!");
+    REQUIRE(second.ok());
+    CHECK(second.msg.body() == "Hello, world!");
+    REQUIRE(third.ok());
+    CHECK(third.msg.body() == "Hello, world!");
 }

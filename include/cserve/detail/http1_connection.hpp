@@ -26,18 +26,53 @@ namespace cserve::detail {
 
 class websocket_session;
 
+// The inline buffer an idle connection reads into. Most requests of benchmarks and API
+// clients fit; a longer one costs one more recv.
+inline constexpr std::size_t idle_read_size = 128;
+
+// What a connection needs only while it has a request to read or answer: the read buffer,
+// the parser, the header block, the scope and the response head. An idle keep-alive
+// connection holds none of it. Taken from and given back to a small per-thread cache, so
+// that the strings and vectors keep their capacity from one request to the next and the
+// hot path does not allocate; the peak is about (connections busy at once) x this.
+struct request_state {
+    struct recycle {
+        CSERVE_DECL void operator()(request_state* r) const noexcept;
+    };
+    using ptr = std::unique_ptr<request_state, recycle>;
+
+    CSERVE_DECL static ptr take();
+
+    boost::beast::basic_flat_buffer<pooled_allocator<char>> in;
+    request_head head_info;
+    body_target body;
+    std::optional<request_parser> parser;
+    std::string head; // the request header block; the scope's views point into it
+    std::string out;  // the response head and chunk framing waiting to be written
+    cserve::scope scope;
+    std::optional<std::uint64_t> length;
+    std::uint64_t sent = 0;
+    int status = 0;
+    std::uint32_t framing_at = 0; // where in `out` the framing header goes
+};
+
 // A session: reads requests with Beast's parser, runs the application once per request
-// and writes its responses. One coroutine (run) drives it; the application's receive()
-// and send() calls come in through the channel interface on the same executor.
+// and writes its responses. Between requests the connection waits for bytes with a plain
+// completion handler and holds no coroutine frame and no request_state: just this object
+// and the pending read. When bytes arrive, serve() is spawned and runs until the
+// connection is idle again (or ends). The application's receive() and send() calls come in
+// through the channel interface on the same executor.
 class http1_connection final : public std::enable_shared_from_this<http1_connection>,
                                public list_hook,
+                               public deadline_hook,
                                public channel {
 public:
     CSERVE_DECL http1_connection(server_impl& srv, socket_type socket);
     CSERVE_DECL ~http1_connection();
 
-    // The session; keeps the connection alive until it ends.
-    CSERVE_DECL static task<> run(std::shared_ptr<http1_connection> self);
+    // Starts the session, on the connection's executor; `self` keeps it alive until it
+    // ends.
+    CSERVE_DECL static void start(std::shared_ptr<http1_connection> self);
 
     // Graceful shutdown: close now if idle, else after the response in flight.
     CSERVE_DECL void begin_drain() noexcept;
@@ -46,19 +81,34 @@ public:
     CSERVE_DECL void force_close() noexcept;
 
     net::any_io_executor get_executor() noexcept { return socket_.get_executor(); }
-    net::cancellation_signal& cancel_signal() noexcept { return cancel_; }
+
+    // Whether a request_state is held (it is not while idle); for tests.
+    bool holds_request_state() const noexcept { return req_ != nullptr; }
 
     CSERVE_DECL task<event> receive() override;
     CSERVE_DECL task<> send(event e) override;
 
 private:
     friend class websocket_session;
+    friend class server_impl;
 
     using clock = std::chrono::steady_clock;
     enum class phase : unsigned char { idle, header, busy, closing };
 
-    CSERVE_DECL task<> serve();
-    CSERVE_DECL task<int> read_header();
+    // For websocket_session: the request that asked for the upgrade.
+    cserve::scope& scope() noexcept { return req_->scope; }
+    request_head const& head_info() const noexcept { return req_->head_info; }
+    std::string const& head() const noexcept { return req_->head; }
+    CSERVE_DECL std::string client_text() const; // "host:port" for the access log
+
+    CSERVE_DECL void wait_idle();
+    CSERVE_DECL void on_idle_read(boost::system::error_code ec, std::size_t n);
+    CSERVE_DECL void close_idle() noexcept;
+    CSERVE_DECL void on_deadline(std::uint32_t epoch) noexcept;
+    CSERVE_DECL task<> serve(std::shared_ptr<http1_connection> self);
+    CSERVE_DECL void start_request();
+    CSERVE_DECL int parse_header(std::size_t& parsed);
+    CSERVE_DECL task<int> read_header(std::size_t parsed);
     CSERVE_DECL int build_scope();
     CSERVE_DECL bool is_websocket_upgrade() const noexcept;
     CSERVE_DECL task<> call_app();
@@ -76,40 +126,29 @@ private:
     CSERVE_DECL bool write_now(net::const_buffer body, std::string_view tail, std::size_t& done);
     CSERVE_DECL task<> write_rest(net::const_buffer body, std::string_view tail, std::size_t done);
     CSERVE_DECL void finish_write(boost::system::error_code ec);
-    CSERVE_DECL void release_idle_memory() noexcept;
     CSERVE_DECL void start_response(http::response_start& s);
     CSERVE_DECL void complete_response() noexcept;
     CSERVE_DECL void reset_request() noexcept;
     CSERVE_DECL void access_log() const;
-    CSERVE_DECL void set_deadline(clock::time_point when);
-    CSERVE_DECL void on_timer(boost::system::error_code ec);
     CSERVE_DECL std::size_t parse_buffered(boost::system::error_code& ec);
 
     server_impl& srv_;
     socket_type socket_;
-    net::steady_timer timer_;
-    net::steady_timer write_done_;
-    net::cancellation_signal cancel_;  // the session's: terminal on force_close
+    request_state::ptr req_;     // while there is a request to read or answer
+    net::cancellation_signal cancel_;  // serve()'s: terminal on force_close
     net::cancellation_signal monitor_; // the disconnect watch inside receive()
-    clock::time_point deadline_ = clock::time_point::max();
-    clock::time_point keep_alive_until_{}; // while idle_stage_: the keep-alive deadline
-
-    boost::beast::basic_flat_buffer<pooled_allocator<char>> in_; // empty between requests
-    char small_[256];             // where a connection with nothing buffered reads into
-    request_head head_info_;
-    body_target body_;
-    std::optional<request_parser> parser_;
-    std::string head_; // the request header block; the scope's views point into it
-    std::string out_;  // the response head and chunk framing waiting to be written
-    cserve::scope scope_;
-    std::string client_text_; // "host:port" for the access log
+    net::steady_timer* write_waiter_ = nullptr; // send() waiting for a 100 Continue write
     std::weak_ptr<websocket_session> ws_; // while the connection is a WebSocket
+    std::optional<address> client_;
+    std::optional<address> server_;
+
+    // The deadline, in server_impl's lists (which own these three).
+    clock::time_point deadline_ = clock::time_point::max();
+    std::uint32_t deadline_epoch_ = 0;
+    deadline_kind deadline_kind_ = deadline_kind::none;
 
     phase phase_ = phase::idle; // a new connection counts as idle until its first byte
-    bool timer_armed_ = false;
     bool timed_out_ = false;
-    bool idle_stage_ = false; // idle, the timer set for idle_release
-    bool releasing_ = false;  // the read was cancelled to give the buffers back
     bool draining_ = false;
     bool closed_ = false;
     bool disconnected_ = false;
@@ -133,10 +172,10 @@ private:
     bool trailers_ = false;
     bool trailer_open_ = false;
     bool framing_pending_ = false; // content-length or chunked: told by the first body event
-    std::uint32_t framing_at_ = 0; // where in out_ that header goes
-    int status_ = 0;
-    std::optional<std::uint64_t> length_;
-    std::uint64_t sent_ = 0;
+
+    // Where an idle connection reads: a request that fits costs one recv, as it would
+    // into a read buffer; a longer one is read on into request_state::in.
+    char small_[idle_read_size];
 };
 
 } // namespace cserve::detail

@@ -9,7 +9,9 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -24,6 +26,7 @@
 #include <exception>
 #include <limits>
 #include <typeinfo>
+#include <utility>
 
 #include <sys/socket.h>
 
@@ -33,6 +36,9 @@ namespace http1 {
 
 inline constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 
+// parse_header(): the header is not complete yet.
+inline constexpr int need_more = -2;
+
 // The most request body handed to the application in one event, and so about the most
 // body the connection buffers.
 inline constexpr std::size_t body_chunk = 64 * 1024;
@@ -40,18 +46,113 @@ inline constexpr std::size_t body_chunk = 64 * 1024;
 // How much of an unread request body is read and dropped to keep a connection alive.
 inline constexpr std::uint64_t discard_limit = 1024 * 1024;
 
-// How long, and how much, a closing connection reads so that its last response is not
-// destroyed by a reset (RFC 9112 §9.6).
-inline constexpr std::chrono::seconds linger_time{2};
+// How much a closing connection reads (for at most linger_time) so that its last response
+// is not destroyed by a reset (RFC 9112 §9.6).
 inline constexpr std::size_t linger_limit = 4 * 1024 * 1024; // nginx: time-bound only
 
-// How long an idle keep-alive connection stays open once the server drains, for a request
-// the client sent before it could see the close.
-inline constexpr std::chrono::milliseconds drain_grace{100};
+// How many request_states a thread keeps for its connections' next requests.
+inline constexpr std::size_t state_cache_size = 16;
 
-// After this long without a request a keep-alive connection frees its buffers (and then
-// costs little more than its socket) until the client sends again.
-inline constexpr std::chrono::milliseconds idle_release{250};
+// What a cached request_state may keep of the capacity a big request gave it.
+inline constexpr std::size_t state_keep_bytes = 4096;
+inline constexpr std::size_t state_keep_items = 64;
+
+// A thread's cache of request_states (LIFO: the warmest first).
+struct state_cache {
+    request_state* items[state_cache_size];
+    std::size_t count = 0;
+
+    ~state_cache()
+    {
+        while (count > 0)
+            delete items[--count];
+    }
+};
+
+inline state_cache&
+local_states() noexcept
+{
+    static thread_local state_cache c;
+    return c;
+}
+
+// Where the idle read's operation is allocated. Asio's own recycling would hand it the
+// bigger block the accept operation just gave back and keep that for as long as the
+// connection is idle; this keeps blocks of exactly the operation's size, a few per thread,
+// so that the hot path still does not call malloc.
+class op_cache {
+public:
+    static void*
+    take(std::size_t n)
+    {
+        auto& c = local();
+        if (n == c.size && c.count > 0)
+            return c.blocks[--c.count];
+        return ::operator new(n);
+    }
+
+    static void
+    give(void* p, std::size_t n) noexcept
+    {
+        auto& c = local();
+        if (c.size == 0)
+            c.size = n;
+        if (n == c.size && c.count < capacity)
+            c.blocks[c.count++] = p;
+        else
+            ::operator delete(p);
+    }
+
+private:
+    static constexpr std::size_t capacity = 16;
+
+    struct blocks_t {
+        void* blocks[capacity];
+        std::size_t count = 0;
+        std::size_t size = 0;
+        ~blocks_t()
+        {
+            while (count > 0)
+                ::operator delete(blocks[--count]);
+        }
+    };
+
+    static blocks_t&
+    local() noexcept
+    {
+        static thread_local blocks_t c;
+        return c;
+    }
+};
+
+template <class T>
+struct op_allocator {
+    using value_type = T;
+
+    op_allocator() = default;
+    template <class U>
+    op_allocator(op_allocator<U> const&) noexcept
+    {
+    }
+
+    T*
+    allocate(std::size_t n)
+    {
+        return static_cast<T*>(op_cache::take(n * sizeof(T)));
+    }
+
+    void
+    deallocate(T* p, std::size_t n) noexcept
+    {
+        op_cache::give(p, n * sizeof(T));
+    }
+
+    friend bool
+    operator==(op_allocator, op_allocator) noexcept
+    {
+        return true;
+    }
+};
 
 inline bool
 is_tchar(unsigned char c) noexcept
@@ -230,16 +331,54 @@ struct body_scope {
 
 //------------------------------------------------------------------------------
 
+request_state::ptr
+request_state::take()
+{
+    auto& c = http1::local_states();
+    if (c.count > 0)
+        return ptr(c.items[--c.count]);
+    return ptr(new request_state);
+}
+
+void
+request_state::recycle::operator()(request_state* r) const noexcept
+{
+    // What the next user does not reset itself; big capacities do not stay in the cache.
+    r->in.clear();
+    r->in.shrink_to_fit(); // the read block goes back to buffer_pool
+    r->parser.reset();
+    r->body = {};
+    r->out.clear();
+    r->length.reset();
+    r->sent = 0;
+    r->status = 0;
+    r->framing_at = 0;
+    r->scope.state.clear();
+    if (r->head.capacity() > http1::state_keep_bytes)
+        std::string().swap(r->head);
+    if (r->out.capacity() > http1::state_keep_bytes)
+        std::string().swap(r->out);
+    if (r->scope.path.capacity() > http1::state_keep_bytes)
+        std::string().swap(r->scope.path);
+    if (r->scope.raw_path.capacity() > http1::state_keep_bytes)
+        std::string().swap(r->scope.raw_path);
+    if (r->scope.headers.capacity() > http1::state_keep_items)
+        decltype(r->scope.headers)().swap(r->scope.headers);
+    if (r->head_info.fields.capacity() > http1::state_keep_items)
+        decltype(r->head_info.fields)().swap(r->head_info.fields);
+    auto& c = http1::local_states();
+    if (c.count < http1::state_cache_size)
+        c.items[c.count++] = r;
+    else
+        delete r;
+}
+
+//------------------------------------------------------------------------------
+
 http1_connection::http1_connection(server_impl& srv, socket_type socket)
     : srv_(srv)
     , socket_(std::move(socket))
-    , timer_(socket_.get_executor())
-    , write_done_(socket_.get_executor())
 {
-    scope_.type = scope_type::http;
-    scope_.scheme = "http";
-    scope_.root_path = srv_.cfg_.root_path;
-    scope_.extensions = {"http.response.trailers"};
 }
 
 http1_connection::~http1_connection()
@@ -247,25 +386,51 @@ http1_connection::~http1_connection()
     srv_.on_connection_closed(*this);
 }
 
-task<>
-http1_connection::run(std::shared_ptr<http1_connection> self)
+void
+http1_connection::start(std::shared_ptr<http1_connection> self)
 {
-    co_await self->serve();
+    auto& c = *self;
+    boost::system::error_code ec;
+    auto remote = c.socket_.remote_endpoint(ec);
+    if (!ec)
+        c.client_ = to_address(remote);
+    auto local = c.socket_.local_endpoint(ec);
+    if (!ec) {
+        c.server_ = to_address(local);
+        auto family = local.protocol().family();
+        if (family == AF_INET || family == AF_INET6)
+            c.socket_.set_option(net::ip::tcp::no_delay(true), ec);
+    }
+    c.socket_.non_blocking(true, ec); // write_now() sends without waiting
+    c.srv_.set_deadline(c, deadline_kind::request_header);
+    c.wait_idle();
+}
+
+std::string
+http1_connection::client_text() const
+{
+    if (!client_)
+        return "-";
+    std::string text = client_->host;
+    if (client_->port != 0) {
+        text += ':';
+        http1::append_decimal(text, client_->port);
+    }
+    return text;
 }
 
 void
 http1_connection::begin_drain() noexcept
 {
     draining_ = true;
-    idle_stage_ = false;
     if (auto ws = ws_.lock())
         ws->begin_drain();
-    if (phase_ == phase::idle && in_.size() == 0) {
+    if (phase_ == phase::idle) {
         // The client may have sent its next request already, not yet knowing that we
         // are closing (the keep-alive race of RFC 9112 §9.3.1). Give it a moment to
         // arrive and answer it with connection: close; a connection still idle then is
         // closed. A busy client thus loses no request to a shutdown or a restart.
-        set_deadline(std::min(deadline_, clock::now() + http1::drain_grace));
+        srv_.shorten_deadline(*this, deadline_kind::drain);
     }
 }
 
@@ -277,89 +442,107 @@ http1_connection::force_close() noexcept
     closed_ = true;
     boost::system::error_code ec;
     socket_.close(ec);
-    timer_.cancel();
-    write_done_.cancel();
+    if (write_waiter_)
+        write_waiter_->cancel();
     monitor_.emit(net::cancellation_type::terminal);
     cancel_.emit(net::cancellation_type::terminal);
 }
 
+void
+http1_connection::on_deadline(std::uint32_t epoch) noexcept
+{
+    // From server_impl's deadline timer. A stale one (several threads: the connection moved
+    // on before this ran) is dropped.
+    if (epoch != deadline_epoch_ || closed_)
+        return;
+    timed_out_ = true;
+    boost::system::error_code ec;
+    socket_.cancel(ec); // the idle wait ends the connection; a read in serve() sees timed_out_
+}
+
 //------------------------------------------------------------------------------
-// Timeouts: one timer per connection, re-armed lazily. Most requests only move
-// `deadline_`; the timer fires about once per keep-alive period and then re-arms for the
-// current deadline, so a busy connection does not touch the timer queue per request.
+// Idle: no coroutine, no request_state, a read into small_ with a plain handler.
 
 void
-http1_connection::set_deadline(clock::time_point when)
+http1_connection::wait_idle()
 {
-    deadline_ = when;
-    if (closed_ || when == clock::time_point::max())
+    if (closed_)
         return;
-    if (timer_armed_ && timer_.expiry() <= when)
+    if (timed_out_) {
+        // The deadline passed while serve() was finishing: nothing was pending to cancel.
+        close_idle();
         return;
-    timer_armed_ = true;
-    timer_.expires_at(when);
-    timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
-        self->on_timer(ec);
-    });
+    }
+    // A handler with an allocator of its own but no executor: with bind_allocator, Asio
+    // would track the executor twice and the operation would grow by 64 bytes.
+    struct idle_handler {
+        std::shared_ptr<http1_connection> self;
+        using allocator_type = http1::op_allocator<void>;
+        allocator_type get_allocator() const noexcept { return {}; }
+        void operator()(boost::system::error_code ec, std::size_t n) { self->on_idle_read(ec, n); }
+    };
+    socket_.async_read_some(net::buffer(small_), idle_handler{shared_from_this()});
 }
 
 void
-http1_connection::on_timer(boost::system::error_code ec)
+http1_connection::close_idle() noexcept
 {
-    if (ec == net::error::operation_aborted)
-        return; // re-armed or closing: another wait, if any, is pending
-    timer_armed_ = false;
-    if (closed_ || deadline_ == clock::time_point::max())
+    phase_ = phase::closing;
+    srv_.clear_deadline(*this);
+    boost::system::error_code ec;
+    socket_.shutdown(net::socket_base::shutdown_send, ec);
+    socket_.close(ec);
+}
+
+void
+http1_connection::on_idle_read(boost::system::error_code ec, std::size_t n)
+{
+    if (closed_)
         return;
-    if (clock::now() < deadline_) {
-        set_deadline(deadline_);
-        return;
-    }
-    if (idle_stage_ && phase_ == phase::idle) {
-        // Idle for a while: read_header lets go of the buffers and waits for the socket
-        // to become readable without one; the keep-alive deadline still stands.
-        idle_stage_ = false;
-        releasing_ = true;
-        set_deadline(keep_alive_until_);
-        socket_.cancel(ec);
+    if (ec) {
+        close_idle(); // the peer left, the keep-alive or header timeout, or a drain
         return;
     }
-    deadline_ = clock::time_point::max();
-    timed_out_ = true;
-    socket_.cancel(ec);
+    // A request begins: it gets a request_state and a coroutine until the connection is
+    // idle again. Its deadline is set only if the header turns out to be incomplete.
+    srv_.clear_deadline(*this);
+    req_ = request_state::take();
+    auto& s = req_->scope;
+    s.type = scope_type::http;
+    s.scheme = "http";
+    s.root_path = srv_.cfg_.root_path;
+    if (s.extensions.size() != 1 || s.extensions.front() != "http.response.trailers")
+        s.extensions = {"http.response.trailers"};
+    s.subprotocols.clear();
+    s.client = client_;
+    s.server = server_;
+    auto b = req_->in.prepare(read_block);
+    std::memcpy(b.data(), small_, n);
+    req_->in.commit(n);
+    phase_ = phase::header;
+    net::co_spawn(socket_.get_executor(), serve(shared_from_this()),
+                  net::bind_cancellation_slot(cancel_.slot(), [self = shared_from_this()](std::exception_ptr e) {
+                      // The session's coroutines are done: drop what cancelled them.
+                      self->cancel_.slot().clear();
+                      if (e)
+                          self->srv_.log_session_failure(e);
+                      else if (self->phase_ == phase::idle)
+                          self->wait_idle();
+                  }));
 }
 
 //------------------------------------------------------------------------------
 
 task<>
-http1_connection::serve()
+http1_connection::serve(std::shared_ptr<http1_connection>)
 {
-    boost::system::error_code ec;
-    auto remote = socket_.remote_endpoint(ec);
-    if (!ec)
-        scope_.client = to_address(remote);
-    auto local = socket_.local_endpoint(ec);
-    if (!ec) {
-        scope_.server = to_address(local);
-        auto family = local.protocol().family();
-        if (family == AF_INET || family == AF_INET6)
-            socket_.set_option(net::ip::tcp::no_delay(true), ec);
-    }
-    socket_.non_blocking(true, ec); // write_now() sends without waiting
-    if (scope_.client) {
-        client_text_ = scope_.client->host;
-        if (scope_.client->port != 0) {
-            client_text_ += ':';
-            http1::append_decimal(client_text_, scope_.client->port);
-        }
-    } else {
-        client_text_ = "-";
-    }
-
-    set_deadline(clock::now() + srv_.cfg_.timeout_request_header);
     bool linger = false; // whether unread input may follow: see close_gracefully
     for (;;) {
-        int status = co_await read_header();
+        start_request();
+        std::size_t parsed = 0;
+        int status = parse_header(parsed);
+        if (status == http1::need_more)
+            status = co_await read_header(parsed);
         if (status < 0)
             break;
         if (status == 0)
@@ -370,13 +553,13 @@ http1_connection::serve()
             break;
         }
         phase_ = phase::busy;
-        deadline_ = clock::time_point::max();
+        srv_.clear_deadline(*this);
         if (srv_.count_request())
             draining_ = true; // the last request this server takes: say connection: close
         if (srv_.over_capacity()) {
             keep_alive_ = false;
             co_await respond_simple(503, "Service Unavailable");
-            linger = !body_complete_ || in_.size() > 0;
+            linger = !body_complete_ || req_->in.size() > 0;
             break;
         }
         if (srv_.cfg_.ws && is_websocket_upgrade()) {
@@ -392,17 +575,28 @@ http1_connection::serve()
         co_await call_app();
         if (closed_)
             co_return;
-        linger = !body_complete_ || in_.size() > 0;
+        linger = !body_complete_ || req_->in.size() > 0;
         if (!keep_alive_ || draining_)
             break;
         if (!body_complete_ && !co_await discard_body())
             break;
         linger = false;
         reset_request();
+        if (req_->in.size() == 0) {
+            // Idle: give back the request_state now and wait (once this coroutine is gone:
+            // see on_idle_read) with nothing but the connection and its read.
+            req_.reset();
+            monitor_.slot().clear(); // a finished disconnect watch's handler
+            phase_ = phase::idle;
+            timed_out_ = false;
+            srv_.set_deadline(*this, draining_ ? deadline_kind::drain : deadline_kind::keep_alive);
+            co_return;
+        }
+        phase_ = phase::header; // a pipelined request is already here
     }
     if (!closed_)
         co_await close_gracefully(linger);
-    timer_.cancel();
+    srv_.clear_deadline(*this);
 }
 
 void
@@ -412,132 +606,99 @@ http1_connection::reset_request() noexcept
     head_request_ = request_sent_ = body_complete_ = continue_pending_ = bad_body_ = false;
     started_ = head_written_ = body_done_ = complete_ = chunked_ = no_body_ = false;
     trailers_ = trailer_open_ = false;
-    status_ = 0;
-    length_.reset();
-    sent_ = 0;
-    out_.clear();
-    if (in_.size() > 0) {
-        phase_ = phase::header; // a pipelined request is already here
-        set_deadline(clock::now() + srv_.cfg_.timeout_request_header);
-    } else {
-        phase_ = phase::idle;
-        in_.shrink_to_fit(); // the read buffer goes back to the pool until the next request
-        // First a short deadline after which an idle connection gives its buffers back
-        // (on_timer), then the keep-alive timeout proper.
-        auto const now = clock::now();
-        keep_alive_until_ = now + srv_.cfg_.timeout_keep_alive;
-        idle_stage_ = srv_.cfg_.timeout_keep_alive > http1::idle_release;
-        set_deadline(idle_stage_ ? now + http1::idle_release : keep_alive_until_);
-    }
+    req_->status = 0;
+    req_->length.reset();
+    req_->sent = 0;
+    req_->out.clear();
 }
 
 void
-http1_connection::release_idle_memory() noexcept
+http1_connection::start_request()
 {
-    // Nothing of these is in use between requests; a busy connection never gets here.
-    std::string().swap(out_);
-    scope_.headers.clear();
-    scope_.headers.shrink_to_fit();
-    head_info_.clear();
-    head_info_.fields.shrink_to_fit();
-    std::string().swap(head_);
-    parser_.reset();
+    auto& r = *req_;
+    auto const limit = std::min<std::size_t>(srv_.cfg_.max_header_bytes, std::numeric_limits<std::uint32_t>::max());
+    r.head_info.clear();
+    r.parser.emplace(r.head_info, r.body);
+    r.parser->header_limit(static_cast<std::uint32_t>(limit));
+    r.parser->body_limit(boost::none);
+}
+
+int
+http1_connection::parse_header(std::size_t& parsed)
+{
+    auto& r = *req_;
+    auto& in = r.in;
+    if (in.size() > 0 && parsed == 0) {
+        // RFC 9112 §2.2: empty lines before the request line are ignored.
+        auto const* p = static_cast<char const*>(in.data().data());
+        std::size_t skip = 0;
+        while (skip + 1 < in.size() && p[skip] == '\r' && p[skip + 1] == '\n')
+            skip += 2;
+        in.consume(skip);
+    }
+    if (in.size() <= parsed)
+        return http1::need_more;
+    // Beast consumes the request line and each complete field as it goes (its return
+    // value, even with need_more). The header stays in `in` until it is complete, so
+    // `parsed` marks what the parser has taken, and every span is an offset from the start
+    // of the header.
+    auto buf = in.data();
+    r.head_info.base = static_cast<char const*>(buf.data());
+    r.head_info.size = buf.size();
+    boost::system::error_code ec;
+    parsed += r.parser->put(buf + parsed, ec);
+    if (!ec) {
+        r.head.assign(r.head_info.base, parsed);
+        in.consume(parsed);
+        return 0;
+    }
+    if (ec != boost::beast::http::error::need_more) {
+        if (r.head_info.reject_status)
+            return r.head_info.reject_status;
+        if (ec == boost::beast::http::error::header_limit)
+            return 431;
+        if (ec == boost::beast::http::error::bad_version &&
+            http1::well_formed_version(std::string_view(r.head_info.base, r.head_info.size)))
+            return 505; // HTTP/2.0 and friends: understood, not supported
+        return 400;
+    }
+    auto const limit = std::min<std::size_t>(srv_.cfg_.max_header_bytes, std::numeric_limits<std::uint32_t>::max());
+    if (in.size() >= limit)
+        return 431;
+    return http1::need_more;
 }
 
 task<int>
-http1_connection::read_header()
+http1_connection::read_header(std::size_t parsed)
 {
-    auto const& cfg = srv_.cfg_;
-    auto const limit = std::min<std::size_t>(cfg.max_header_bytes, std::numeric_limits<std::uint32_t>::max());
-    head_info_.clear();
-    parser_.emplace(head_info_, body_);
-    parser_->header_limit(static_cast<std::uint32_t>(limit));
-    parser_->body_limit(boost::none);
-    std::size_t parsed = 0; // bytes of the header the parser has consumed
+    // An incomplete header: from now on it has timeout_request_header to arrive.
+    srv_.set_deadline(*this, deadline_kind::request_header);
+    timed_out_ = false;
     for (;;) {
-        if (in_.size() > 0 && parsed == 0) {
-            if (phase_ == phase::idle) {
-                phase_ = phase::header;
-                set_deadline(clock::now() + cfg.timeout_request_header);
-            }
-            // RFC 9112 §2.2: empty lines before the request line are ignored.
-            auto const* p = static_cast<char const*>(in_.data().data());
-            std::size_t skip = 0;
-            while (skip + 1 < in_.size() && p[skip] == '\r' && p[skip + 1] == '\n')
-                skip += 2;
-            in_.consume(skip);
-        }
-        if (in_.size() > parsed) {
-            // Beast consumes the request line and each complete field as it goes (its
-            // return value, even with need_more). The header stays in in_ until it is
-            // complete, so `parsed` marks what the parser has taken, and every span is an
-            // offset from the start of the header.
-            auto buf = in_.data();
-            head_info_.base = static_cast<char const*>(buf.data());
-            head_info_.size = buf.size();
-            boost::system::error_code ec;
-            parsed += parser_->put(buf + parsed, ec);
-            if (!ec) {
-                head_.assign(head_info_.base, parsed);
-                in_.consume(parsed);
-                co_return 0;
-            }
-            if (ec != boost::beast::http::error::need_more) {
-                if (head_info_.reject_status)
-                    co_return head_info_.reject_status;
-                if (ec == boost::beast::http::error::header_limit)
-                    co_return 431;
-                if (ec == boost::beast::http::error::bad_version &&
-                    http1::well_formed_version(std::string_view(head_info_.base, head_info_.size)))
-                    co_return 505; // HTTP/2.0 and friends: understood, not supported
-                co_return 400;
-            }
-            if (in_.size() >= limit)
-                co_return 431;
-        }
-        timed_out_ = false;
-        if (in_.size() == 0) {
-            // Nothing buffered: wait in the small inline buffer, holding no read buffer
-            // until there is something to parse.
-            in_.shrink_to_fit();
-            auto [ec, n] = co_await socket_.async_read_some(net::buffer(small_), http1::use_tuple);
-            if (ec && releasing_ && !closed_) {
-                releasing_ = false;
-                release_idle_memory();
-                parser_.emplace(head_info_, body_);
-                parser_->header_limit(static_cast<std::uint32_t>(limit));
-                parser_->body_limit(boost::none);
-                continue;
-            }
-            releasing_ = false;
-            if (ec)
-                co_return -1;
-            auto b = in_.prepare(read_block);
-            std::memcpy(b.data(), small_, n);
-            in_.commit(n);
-            continue;
-        }
-        auto want = in_.size() < read_block / 2 ? read_block - in_.size() : read_block;
-        auto [ec, n] = co_await socket_.async_read_some(in_.prepare(want), http1::use_tuple);
-        releasing_ = false;
+        auto& in = req_->in;
+        auto want = in.size() < read_block / 2 ? read_block - in.size() : read_block;
+        auto [ec, n] = co_await socket_.async_read_some(in.prepare(want), http1::use_tuple);
         if (ec) {
-            if (timed_out_ && in_.size() > 0)
+            if (timed_out_ && in.size() > 0)
                 co_return 408;
             co_return -1;
         }
-        in_.commit(n);
+        in.commit(n);
+        int status = parse_header(parsed);
+        if (status != http1::need_more)
+            co_return status;
     }
 }
 
 int
 http1_connection::build_scope()
 {
-    auto& s = scope_;
+    auto& s = req_->scope;
     auto const& cfg = srv_.cfg_;
-    std::string_view block = head_;
-    s.http_version = head_info_.version == 10 ? "1.0" : "1.1";
-    s.method = head_info_.method.in(block);
-    auto target = head_info_.target.in(block);
+    std::string_view block = req_->head;
+    s.http_version = req_->head_info.version == 10 ? "1.0" : "1.1";
+    s.method = req_->head_info.method.in(block);
+    auto target = req_->head_info.target.in(block);
 
     // RFC 9112 §3.2: origin-form, absolute-form (its authority replaces Host), and
     // asterisk-form for OPTIONS. authority-form is CONNECT's, which this server does not
@@ -570,8 +731,8 @@ http1_connection::build_scope()
     s.query_string = query;
 
     s.headers.clear();
-    for (auto const& [name, value] : head_info_.fields) {
-        char* p = head_.data() + name.pos;
+    for (auto const& [name, value] : req_->head_info.fields) {
+        char* p = req_->head.data() + name.pos;
         for (std::uint32_t i = 0; i < name.len; ++i)
             if (p[i] >= 'A' && p[i] <= 'Z')
                 p[i] = static_cast<char>(p[i] - 'A' + 'a');
@@ -583,9 +744,9 @@ http1_connection::build_scope()
     else if (!s.state.empty())
         s.state.clear();
     head_request_ = s.method == "HEAD";
-    keep_alive_ = parser_->keep_alive();
-    body_complete_ = parser_->is_done();
-    continue_pending_ = head_info_.expect_continue && !body_complete_ && head_info_.version == 11;
+    keep_alive_ = req_->parser->keep_alive();
+    body_complete_ = req_->parser->is_done();
+    continue_pending_ = req_->head_info.expect_continue && !body_complete_ && req_->head_info.version == 11;
     return 0;
 }
 
@@ -593,11 +754,11 @@ bool
 http1_connection::is_websocket_upgrade() const noexcept
 {
     // RFC 6455 §4.2.1: a GET over HTTP/1.1 with "Upgrade: websocket" and "Connection: upgrade".
-    if (scope_.method != "GET" || head_info_.version != 11)
+    if (req_->scope.method != "GET" || req_->head_info.version != 11)
         return false;
     bool upgrade = false;
     bool connection = false;
-    for (auto const& [name, value] : scope_.headers) {
+    for (auto const& [name, value] : req_->scope.headers) {
         if (name == "upgrade")
             upgrade = upgrade || http1::list_has(value, "websocket");
         else if (name == "connection")
@@ -609,19 +770,17 @@ http1_connection::is_websocket_upgrade() const noexcept
 task<>
 http1_connection::call_app()
 {
-    bool const proxied = srv_.trusted_ && apply_proxy_headers(scope_, *srv_.trusted_);
+    bool const proxied = srv_.trusted_ && apply_proxy_headers(req_->scope, *srv_.trusted_);
     std::exception_ptr failure;
     try {
-        co_await srv_.app_(scope_, cserve::receive{*this}, cserve::send{*this});
+        co_await srv_.app_(req_->scope, cserve::receive{*this}, cserve::send{*this});
     } catch (...) {
         failure = std::current_exception();
     }
     if (proxied) {
         // The next request on this connection starts from the peer again.
-        scope_.scheme = "http";
-        boost::system::error_code ec;
-        auto remote = socket_.remote_endpoint(ec);
-        scope_.client = ec ? std::nullopt : to_address(remote);
+        req_->scope.scheme = "http";
+        req_->scope.client = client_;
     }
     if (closed_)
         co_return;
@@ -696,37 +855,37 @@ http1_connection::write_error(int status)
     if (status == 400 || status == 501 || status == 505)
         srv_.log_.log(log_level::warning, "Invalid HTTP request received.");
     auto body = http1::error_body(status);
-    out_.clear();
-    out_ += "HTTP/1.1 ";
-    http1::append_decimal(out_, static_cast<std::uint64_t>(status));
-    out_ += ' ';
-    out_ += http1::reason_phrase(status);
-    out_ += "\r\n";
+    req_->out.clear();
+    req_->out += "HTTP/1.1 ";
+    http1::append_decimal(req_->out, static_cast<std::uint64_t>(status));
+    req_->out += ' ';
+    req_->out += http1::reason_phrase(status);
+    req_->out += "\r\n";
     if (srv_.cfg_.server_header)
-        out_ += "server: cserve\r\n";
+        req_->out += "server: cserve\r\n";
     if (srv_.cfg_.date_header) {
-        out_ += "date: ";
-        out_ += http_date();
-        out_ += "\r\n";
+        req_->out += "date: ";
+        req_->out += http_date();
+        req_->out += "\r\n";
     }
-    out_ += "content-type: text/plain; charset=utf-8\r\ncontent-length: ";
-    http1::append_decimal(out_, body.size());
-    out_ += "\r\nconnection: close\r\n\r\n";
-    out_ += body;
+    req_->out += "content-type: text/plain; charset=utf-8\r\ncontent-length: ";
+    http1::append_decimal(req_->out, body.size());
+    req_->out += "\r\nconnection: close\r\n\r\n";
+    req_->out += body;
     keep_alive_ = false;
-    auto [ec, n] = co_await net::async_write(socket_, net::buffer(out_), http1::use_tuple);
+    auto [ec, n] = co_await net::async_write(socket_, net::buffer(req_->out), http1::use_tuple);
     if (ec)
         disconnected_ = true;
-    out_.clear();
+    req_->out.clear();
 }
 
 std::size_t
 http1_connection::parse_buffered(boost::system::error_code& ec)
 {
     std::size_t total = 0;
-    while (in_.size() > 0 && !parser_->is_done() && (!body_.sink || body_.room > 0)) {
-        auto n = parser_->put(in_.data(), ec);
-        in_.consume(n);
+    while (req_->in.size() > 0 && !req_->parser->is_done() && (!req_->body.sink || req_->body.room > 0)) {
+        auto n = req_->parser->put(req_->in.data(), ec);
+        req_->in.consume(n);
         total += n;
         if (ec == boost::beast::http::error::need_more) {
             ec = {};
@@ -743,26 +902,26 @@ http1_connection::discard_body()
 {
     if (bad_body_ || disconnected_ || continue_pending_)
         co_return false;
-    http1::body_scope guard{body_};
-    body_ = {}; // no sink: the parser drops what it parses
+    http1::body_scope guard{req_->body};
+    req_->body = {}; // no sink: the parser drops what it parses
     std::uint64_t dropped = 0;
-    set_deadline(clock::now() + srv_.cfg_.timeout_keep_alive);
+    srv_.set_deadline(*this, deadline_kind::keep_alive);
     timed_out_ = false;
     for (;;) {
         boost::system::error_code ec;
         dropped += parse_buffered(ec);
         if (ec)
             co_return false;
-        if (parser_->is_done()) {
+        if (req_->parser->is_done()) {
             body_complete_ = true;
             co_return true;
         }
         if (dropped > http1::discard_limit)
             co_return false;
-        auto [rec, n] = co_await socket_.async_read_some(in_.prepare(http1::body_chunk), http1::use_tuple);
+        auto [rec, n] = co_await socket_.async_read_some(req_->in.prepare(http1::body_chunk), http1::use_tuple);
         if (rec)
             co_return false;
-        in_.commit(n);
+        req_->in.commit(n);
     }
 }
 
@@ -775,11 +934,11 @@ http1_connection::close_gracefully(bool linger)
     if (!ec && linger && !disconnected_) {
         // Lingering close: a peer that is still sending would otherwise get a reset that
         // can destroy the response it has not read yet.
-        set_deadline(clock::now() + http1::linger_time);
+        srv_.set_deadline(*this, deadline_kind::linger);
         std::size_t total = 0;
         while (total < http1::linger_limit) {
-            in_.clear();
-            auto [rec, n] = co_await socket_.async_read_some(in_.prepare(16 * 1024), http1::use_tuple);
+            req_->in.clear();
+            auto [rec, n] = co_await socket_.async_read_some(req_->in.prepare(16 * 1024), http1::use_tuple);
             if (rec)
                 break;
             total += n;
@@ -816,10 +975,10 @@ http1_connection::read_body()
             co_await write_continue();
     }
     std::string body;
-    http1::body_scope guard{body_};
+    http1::body_scope guard{req_->body};
     for (;;) {
-        body_.sink = &body;
-        body_.room = http1::body_chunk - body.size();
+        req_->body.sink = &body;
+        req_->body.room = http1::body_chunk - body.size();
         boost::system::error_code ec;
         parse_buffered(ec);
         if (ec) {
@@ -828,7 +987,7 @@ http1_connection::read_body()
             keep_alive_ = false;
             co_return http::disconnect{};
         }
-        if (parser_->is_done()) {
+        if (req_->parser->is_done()) {
             body_complete_ = true;
             co_return http::request{std::move(body), false};
         }
@@ -836,13 +995,13 @@ http1_connection::read_body()
             co_return http::request{std::move(body), true};
         if (closed_ || disconnected_)
             co_return http::disconnect{};
-        auto [rec, n] = co_await socket_.async_read_some(in_.prepare(http1::body_chunk), http1::use_tuple);
+        auto [rec, n] = co_await socket_.async_read_some(req_->in.prepare(http1::body_chunk), http1::use_tuple);
         if (rec) {
             disconnected_ = true;
             keep_alive_ = false;
             co_return http::disconnect{};
         }
-        in_.commit(n);
+        req_->in.commit(n);
     }
 }
 
@@ -861,14 +1020,14 @@ http1_connection::wait_disconnect()
     while (!complete_ && !disconnected_ && !closed_) {
         if (cs.cancelled() != net::cancellation_type::none)
             break;
-        if (in_.size() >= http1::body_chunk) {
+        if (req_->in.size() >= http1::body_chunk) {
             // The next request fills the buffer; the client is evidently there.
             net::steady_timer wait(socket_.get_executor(), clock::time_point::max());
             co_await wait.async_wait(net::bind_cancellation_slot(monitor_.slot(), http1::use_tuple));
             continue;
         }
         auto [ec, n] = co_await socket_.async_read_some(
-            in_.prepare(4096), net::bind_cancellation_slot(monitor_.slot(), http1::use_tuple));
+            req_->in.prepare(4096), net::bind_cancellation_slot(monitor_.slot(), http1::use_tuple));
         if (ec == net::error::operation_aborted)
             continue;
         if (ec) {
@@ -876,7 +1035,7 @@ http1_connection::wait_disconnect()
             keep_alive_ = false;
             break;
         }
-        in_.commit(n);
+        req_->in.commit(n);
     }
     monitoring_ = false;
     if (outer.is_connected())
@@ -893,7 +1052,8 @@ http1_connection::write_continue()
     writing_ = true;
     auto [ec, n] = co_await net::async_write(socket_, net::buffer(msg), http1::use_tuple);
     writing_ = false;
-    write_done_.cancel();
+    if (write_waiter_)
+        write_waiter_->cancel();
     if (ec) {
         disconnected_ = true;
         keep_alive_ = false;
@@ -908,8 +1068,13 @@ http1_connection::send(event e)
     while (writing_) {
         // Only a 100 Continue can be in flight here, when the application receives and
         // sends from two coroutines at once.
-        write_done_.expires_at(clock::time_point::max());
-        co_await write_done_.async_wait(http1::use_tuple);
+        net::steady_timer wait(socket_.get_executor(), clock::time_point::max());
+        struct restore {
+            net::steady_timer*& waiter;
+            net::steady_timer* outer;
+            ~restore() { waiter = outer; }
+        } guard{write_waiter_, std::exchange(write_waiter_, &wait)};
+        co_await wait.async_wait(http1::use_tuple);
     }
     if (auto* start = std::get_if<http::response_start>(&e)) {
         if (started_)
@@ -969,9 +1134,9 @@ http1_connection::start_response(http::response_start& s)
     }
 
     started_ = true;
-    status_ = s.status;
-    length_ = length;
-    bool const http10 = head_info_.version == 10;
+    req_->status = s.status;
+    req_->length = length;
+    bool const http10 = req_->head_info.version == 10;
     bool const interim = s.status < 200;
     bool const bodiless_status = interim || s.status == 204 || s.status == 304;
     no_body_ = bodiless_status || head_request_;
@@ -982,13 +1147,13 @@ http1_connection::start_response(http::response_start& s)
     if (!body_complete_) {
         // An unread body bigger than what is drained afterwards: say now that this
         // connection ends with the response.
-        auto remaining = parser_->content_length_remaining();
+        auto remaining = req_->parser->content_length_remaining();
         if (remaining && *remaining > http1::discard_limit)
             keep_alive_ = false;
     }
     chunked_ = false;
     bool add_chunked = false;
-    if (bodiless_status || length_) {
+    if (bodiless_status || req_->length) {
         // RFC 9110 §8.6: no Content-Length or Transfer-Encoding is added to 1xx and 204.
     } else if (!http10) {
         chunked_ = true;
@@ -999,46 +1164,46 @@ http1_connection::start_response(http::response_start& s)
     // Trailers travel only in a chunked body; otherwise they are accepted and dropped.
     trailers_ = s.trailers;
 
-    out_.clear();
-    out_ += "HTTP/1.1 ";
-    http1::append_decimal(out_, static_cast<std::uint64_t>(s.status));
-    out_ += ' ';
-    out_ += http1::reason_phrase(s.status);
-    out_ += "\r\n";
+    req_->out.clear();
+    req_->out += "HTTP/1.1 ";
+    http1::append_decimal(req_->out, static_cast<std::uint64_t>(s.status));
+    req_->out += ' ';
+    req_->out += http1::reason_phrase(s.status);
+    req_->out += "\r\n";
     if (cfg.server_header)
-        out_ += "server: cserve\r\n";
+        req_->out += "server: cserve\r\n";
     if (cfg.date_header) {
-        out_ += "date: ";
-        out_ += http_date();
-        out_ += "\r\n";
+        req_->out += "date: ";
+        req_->out += http_date();
+        req_->out += "\r\n";
     }
     for (auto const& [name, value] : cfg.headers) {
-        out_ += name;
-        out_ += ": ";
-        out_ += value;
-        out_ += "\r\n";
+        req_->out += name;
+        req_->out += ": ";
+        req_->out += value;
+        req_->out += "\r\n";
     }
     for (auto const& [name, value] : s.headers) {
-        out_ += name;
-        out_ += ": ";
-        out_ += value;
-        out_ += "\r\n";
+        req_->out += name;
+        req_->out += ": ";
+        req_->out += value;
+        req_->out += "\r\n";
     }
     framing_pending_ = false;
     if (add_chunked && !no_body_) {
         // Decided by the first body event: a complete body gets a content-length.
         framing_pending_ = true;
-        framing_at_ = static_cast<std::uint32_t>(out_.size());
+        req_->framing_at = static_cast<std::uint32_t>(req_->out.size());
     } else if (add_chunked) {
-        out_ += "transfer-encoding: chunked\r\n";
+        req_->out += "transfer-encoding: chunked\r\n";
     }
     if (!app_connection) {
         if (!keep_alive_)
-            out_ += "connection: close\r\n";
+            req_->out += "connection: close\r\n";
         else if (http10)
-            out_ += "connection: keep-alive\r\n";
+            req_->out += "connection: keep-alive\r\n";
     }
-    out_ += "\r\n";
+    req_->out += "\r\n";
     access_log();
 }
 
@@ -1051,14 +1216,14 @@ http1_connection::prepare_body(std::string const& body, bool more, std::string_v
         std::string line;
         if (!more && !trailers_) {
             chunked_ = false;
-            length_ = body.size();
+            req_->length = body.size();
             line = "content-length: ";
             http1::append_decimal(line, body.size());
             line += "\r\n";
         } else {
             line = "transfer-encoding: chunked\r\n";
         }
-        out_.insert(framing_at_, line);
+        req_->out.insert(req_->framing_at, line);
     }
     if (no_body_) {
         if (!more) {
@@ -1067,14 +1232,14 @@ http1_connection::prepare_body(std::string const& body, bool more, std::string_v
         }
         return false;
     }
-    if (length_) {
-        if (body.size() > *length_ - sent_)
+    if (req_->length) {
+        if (body.size() > *req_->length - req_->sent)
             throw boost::system::system_error(make_error_code(error::content_length_exceeded),
                                               "Response content longer than Content-Length");
-        sent_ += body.size();
+        req_->sent += body.size();
         if (!more) {
             body_done_ = true;
-            if (sent_ < *length_) {
+            if (req_->sent < *req_->length) {
                 srv_.log_.log(log_level::error, "Response content shorter than Content-Length");
                 keep_alive_ = false;
             }
@@ -1083,8 +1248,8 @@ http1_connection::prepare_body(std::string const& body, bool more, std::string_v
     }
     if (chunked_) {
         if (!body.empty()) {
-            http1::append_hex(out_, body.size());
-            out_ += "\r\n";
+            http1::append_hex(req_->out, body.size());
+            req_->out += "\r\n";
             tail = "\r\n";
         }
         if (!more) {
@@ -1092,7 +1257,7 @@ http1_connection::prepare_body(std::string const& body, bool more, std::string_v
             if (!trailers_)
                 tail = body.empty() ? std::string_view("0\r\n\r\n") : std::string_view("\r\n0\r\n\r\n");
         }
-        return !(out_.empty() && tail.empty());
+        return !(req_->out.empty() && tail.empty());
     }
     if (!more)
         body_done_ = true;
@@ -1118,7 +1283,7 @@ http1_connection::write_now(net::const_buffer body, std::string_view tail, std::
 {
     // Most responses fit in the socket's send buffer: one non-blocking send, no
     // suspension. Only what does not fit waits for the socket (write_rest).
-    std::array<net::const_buffer, 3> buffers{net::buffer(out_), body, net::buffer(tail)};
+    std::array<net::const_buffer, 3> buffers{net::buffer(req_->out), body, net::buffer(tail)};
     boost::system::error_code ec;
     done = socket_.write_some(buffers, ec);
     if (ec == net::error::would_block || ec == net::error::try_again) {
@@ -1135,7 +1300,7 @@ http1_connection::write_now(net::const_buffer body, std::string_view tail, std::
 task<>
 http1_connection::write_rest(net::const_buffer body, std::string_view tail, std::size_t done)
 {
-    std::array<net::const_buffer, 3> buffers{net::buffer(out_), body, net::buffer(tail)};
+    std::array<net::const_buffer, 3> buffers{net::buffer(req_->out), body, net::buffer(tail)};
     boost::beast::buffers_suffix<std::array<net::const_buffer, 3>> rest(buffers);
     rest.consume(done);
     auto [ec, n] = co_await net::async_write(socket_, rest, http1::use_tuple);
@@ -1145,7 +1310,7 @@ http1_connection::write_rest(net::const_buffer body, std::string_view tail, std:
 void
 http1_connection::finish_write(boost::system::error_code ec)
 {
-    out_.clear();
+    req_->out.clear();
     head_written_ = true;
     if (ec) {
         disconnected_ = true;
@@ -1166,20 +1331,20 @@ http1_connection::write_trailers(http::response_trailers const& t)
                                               "invalid trailer '" + name + "'");
     if (write) {
         if (!trailer_open_) {
-            out_ += "0\r\n";
+            req_->out += "0\r\n";
             trailer_open_ = true;
         }
         for (auto const& [name, value] : t.headers) {
-            out_ += name;
-            out_ += ": ";
-            out_ += value;
-            out_ += "\r\n";
+            req_->out += name;
+            req_->out += ": ";
+            req_->out += value;
+            req_->out += "\r\n";
         }
     }
     if (t.more_trailers)
         co_return;
     if (write) {
-        out_ += "\r\n";
+        req_->out += "\r\n";
         co_await write_out({}, {});
     }
     complete_response();
@@ -1207,21 +1372,21 @@ http1_connection::access_log() const
     if (quiet_ || !srv_.cfg_.access_log || !srv_.log_.enabled(log_level::info))
         return;
     std::string line;
-    line.reserve(96 + scope_.raw_path.size() + scope_.query_string.size());
-    line += client_text_;
+    line.reserve(96 + req_->scope.raw_path.size() + req_->scope.query_string.size());
+    line += client_text();
     line += " - \"";
-    line += scope_.method;
+    line += req_->scope.method;
     line += ' ';
-    line += scope_.raw_path;
-    if (!scope_.query_string.empty()) {
+    line += req_->scope.raw_path;
+    if (!req_->scope.query_string.empty()) {
         line += '?';
-        line += scope_.query_string;
+        line += req_->scope.query_string;
     }
     line += " HTTP/";
-    line += scope_.http_version;
+    line += req_->scope.http_version;
     line += "\" ";
-    http1::append_decimal(line, static_cast<std::uint64_t>(status_));
-    auto reason = http1::reason_phrase(status_);
+    http1::append_decimal(line, static_cast<std::uint64_t>(req_->status));
+    auto reason = http1::reason_phrase(req_->status);
     if (!reason.empty()) {
         line += ' ';
         line += reason;

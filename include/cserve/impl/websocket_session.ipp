@@ -136,12 +136,12 @@ websocket_session::log_handshake(std::string_view outcome) const
 {
     if (!srv_.cfg_.access_log || !srv_.log_.enabled(log_level::info))
         return;
-    std::string line = conn_.client_text_;
+    std::string line = conn_.client_text();
     line += " - \"WebSocket ";
-    line += conn_.scope_.raw_path;
-    if (!conn_.scope_.query_string.empty()) {
+    line += conn_.scope().raw_path;
+    if (!conn_.scope().query_string.empty()) {
         line += '?';
-        line += conn_.scope_.query_string;
+        line += conn_.scope().query_string;
     }
     line += "\" ";
     line += outcome;
@@ -151,7 +151,7 @@ websocket_session::log_handshake(std::string_view outcome) const
 task<>
 websocket_session::run()
 {
-    auto& s = conn_.scope_;
+    auto& s = conn_.scope();
     s.type = scope_type::websocket;
     s.scheme = "ws";
     s.extensions = {"websocket.http.response"};
@@ -297,10 +297,10 @@ websocket_session::accept(websocket::accept& a)
 
     // Beast answers the handshake from a request message; rebuild it from the parsed head.
     bhttp::request<bhttp::empty_body> req;
-    req.method_string(conn_.scope_.method);
-    req.target(conn_.head_info_.target.in(conn_.head_));
-    req.version(conn_.head_info_.version);
-    for (auto const& [name, value] : conn_.scope_.headers)
+    req.method_string(conn_.scope().method);
+    req.target(conn_.head_info().target.in(conn_.head()));
+    req.version(conn_.head_info().version);
+    for (auto const& [name, value] : conn_.scope().headers)
         req.insert(name, value);
 
     ws_.set_option(bws::stream_base::decorator(
@@ -334,9 +334,10 @@ websocket_session::accept(websocket::accept& a)
 
     // Frames the client sent right behind its handshake are in the connection's buffer.
     auto& layer = ws_.next_layer();
-    if (auto early = conn_.in_.size(); early > 0) {
-        layer.in.commit(net::buffer_copy(layer.in.prepare(early), conn_.in_.data()));
-        conn_.in_.consume(early);
+    if (auto& in = conn_.req_->in; in.size() > 0) {
+        auto early = in.size();
+        layer.in.commit(net::buffer_copy(layer.in.prepare(early), in.data()));
+        in.consume(early);
     }
 
     auto [ec] = co_await ws_.async_accept(req, ws_detail::use_tuple);
@@ -523,7 +524,7 @@ task<>
 websocket_session::finish()
 {
     // What Beast's teardown does, after the close frame has gone out: shut down our side
-    // and read until the peer closes, for at most close_timeout.
+    // and read until the peer closes, for at most the lingering close's time.
     auto& layer = ws_.next_layer();
     while (layer.pending() && !write_failed_)
         co_await wake_wait();
@@ -533,7 +534,7 @@ websocket_session::finish()
     conn_.socket_.shutdown(net::socket_base::shutdown_send, ec);
     if (ec)
         co_return;
-    conn_.set_deadline(std::chrono::steady_clock::now() + ws_detail::close_timeout);
+    srv_.set_deadline(conn_, deadline_kind::linger);
     for (std::size_t total = 0; total < http1::linger_limit;) {
         layer.in.clear();
         auto [rec, n] = co_await conn_.socket_.async_read_some(layer.in.prepare(16 * 1024), ws_detail::use_tuple);
