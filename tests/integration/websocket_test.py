@@ -279,8 +279,8 @@ class ServerTestCase(unittest.TestCase):
         return server
 
 
-class WebSocketRouteTests(ServerTestCase):
-    """httpbin's /ws/* routes on one server with default settings."""
+class DefaultServerTestCase(ServerTestCase):
+    """One httpbin with default settings for the whole class, stopped cleanly at the end."""
 
     @classmethod
     def setUpClass(cls):
@@ -295,6 +295,10 @@ class WebSocketRouteTests(ServerTestCase):
         if rc != 0:
             raise AssertionError("server exited with status %r after SIGTERM; stderr:\n%s"
                                  % (rc, cls.server.log_text()))
+
+
+class WebSocketRouteTests(DefaultServerTestCase):
+    """httpbin's /ws/* routes on one server with default settings."""
 
     def test_echo_subprotocol_text_bytes_and_1mib(self):
         big = bytes(i % 251 for i in range(1 << 20))
@@ -549,7 +553,7 @@ class WebSocketConfigTests(ServerTestCase):
         self.assertIn("Application shutdown complete.", log)
 
 
-class WebSocketFramingTests(ServerTestCase):
+class WebSocketFramingTests(DefaultServerTestCase):
     """Raw client frames against /ws/echo: how the server's own read buffering splits the
     received bytes into messages, pings and pongs (answered by the session) and what it
     hands Beast (close frames, malformed and too-big frames)."""
@@ -566,19 +570,6 @@ class WebSocketFramingTests(ServerTestCase):
         ("text", b"end"),
     ]
 
-    @classmethod
-    def setUpClass(cls):
-        cls.server = Server(HTTPBIN)
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            rc = cls.server.stop()
-        finally:
-            cls.server.kill()
-        if rc != 0:
-            raise AssertionError("server exited with status %r after SIGTERM; stderr:\n%s"
-                                 % (rc, cls.server.log_text()))
 
     def open(self, server=None, first=b""):
         raw = RawWebSocket((server or self.server).port, "/ws/echo", first=first)

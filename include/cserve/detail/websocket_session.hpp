@@ -227,7 +227,6 @@ private:
     bool reader_blocked_ = false; // the queue is full: reading waits for receive()
     bool write_failed_ = false;
     bool we_closed_ = false; // the server sent the close: its code is the one reported
-    bool stopping_ = false;  // stop_tasks() was called
     int tasks_ = 0;          // pinger and finish() still running
     int close_code_ = 1006;
     std::string close_reason_;

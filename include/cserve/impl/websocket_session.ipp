@@ -214,7 +214,6 @@ websocket_session::run()
 void
 websocket_session::stop_tasks() noexcept
 {
-    stopping_ = true;
     ping_timer_.cancel();
     if (reading_ && state_ != state::open) {
         boost::system::error_code ec;
