@@ -11,12 +11,15 @@
 #include <cserve/event.hpp>
 #include <cserve/scope.hpp>
 
+#include <boost/asio/awaitable.hpp>
 #include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/version.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <string>
@@ -25,6 +28,17 @@
 namespace cserve::detail {
 
 class websocket_session;
+
+// A request on an idle connection starts serve() the way co_spawn does but without its
+// extra frame, dispatch and post, through the Asio internals co_spawn itself uses. Only on
+// the Asio release this was written and tested against (Boost 1.81); elsewhere co_spawn.
+#if !defined(CSERVE_DETAIL_DIRECT_LAUNCH)
+# if BOOST_ASIO_VERSION == 102600
+#  define CSERVE_DETAIL_DIRECT_LAUNCH 1
+# else
+#  define CSERVE_DETAIL_DIRECT_LAUNCH 0
+# endif
+#endif
 
 // The inline buffer an idle connection reads into. Most requests of benchmarks and API
 // clients fit; a longer one costs one more recv.
@@ -105,7 +119,13 @@ private:
     CSERVE_DECL void on_idle_read(boost::system::error_code ec, std::size_t n);
     CSERVE_DECL void close_idle() noexcept;
     CSERVE_DECL void on_deadline(std::uint32_t epoch) noexcept;
-    CSERVE_DECL task<> serve(std::shared_ptr<http1_connection> self);
+#if CSERVE_DETAIL_DIRECT_LAUNCH
+    using serve_task = net::awaitable<net::detail::awaitable_thread_entry_point, net::any_io_executor>;
+#else
+    using serve_task = task<>;
+#endif
+    CSERVE_DECL serve_task serve(std::shared_ptr<http1_connection> self);
+    CSERVE_DECL void after_serve(std::exception_ptr e) noexcept;
     CSERVE_DECL void start_request();
     CSERVE_DECL int parse_header(std::size_t& parsed);
     CSERVE_DECL task<int> read_header(std::size_t parsed);

@@ -9,6 +9,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_state.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -520,83 +521,113 @@ http1_connection::on_idle_read(boost::system::error_code ec, std::size_t n)
     std::memcpy(b.data(), small_, n);
     req_->in.commit(n);
     phase_ = phase::header;
+#if CSERVE_DETAIL_DIRECT_LAUNCH
+    // What co_spawn does, without its entry frame, its dispatch and the post it makes when
+    // the coroutine never suspended (the usual keep-alive request): serve() runs now, as a
+    // thread of execution of its own, cancelled through cancel_.
+    net::detail::awaitable_thread<net::any_io_executor>(serve(shared_from_this()), socket_.get_executor(),
+                                                         cancel_.slot(), net::cancellation_state(cancel_.slot()))
+        .launch();
+#else
     net::co_spawn(socket_.get_executor(), serve(shared_from_this()),
                   net::bind_cancellation_slot(cancel_.slot(), [self = shared_from_this()](std::exception_ptr e) {
-                      // The session's coroutines are done: drop what cancelled them.
-                      self->cancel_.slot().clear();
-                      if (e)
-                          self->srv_.log_session_failure(e);
-                      else if (self->phase_ == phase::idle)
-                          self->wait_idle();
+                      self->after_serve(e);
                   }));
+#endif
+}
+
+void
+http1_connection::after_serve(std::exception_ptr e) noexcept
+{
+    // serve()'s coroutines are done (nothing awaits after this): drop what cancelled them.
+    cancel_.slot().clear();
+    if (e)
+        srv_.log_session_failure(e);
+    else if (phase_ == phase::idle)
+        wait_idle();
 }
 
 //------------------------------------------------------------------------------
 
-task<>
+http1_connection::serve_task
 http1_connection::serve(std::shared_ptr<http1_connection>)
 {
-    bool linger = false; // whether unread input may follow: see close_gracefully
-    for (;;) {
-        start_request();
-        std::size_t parsed = 0;
-        int status = parse_header(parsed);
-        if (status == http1::need_more)
-            status = co_await read_header(parsed);
-        if (status < 0)
-            break;
-        if (status == 0)
-            status = build_scope();
-        if (status > 0) {
-            co_await write_error(status);
-            linger = true;
-            break;
-        }
-        phase_ = phase::busy;
-        srv_.clear_deadline(*this);
-        if (srv_.count_request())
-            draining_ = true; // the last request this server takes: say connection: close
-        if (srv_.over_capacity()) {
-            keep_alive_ = false;
-            co_await respond_simple(503, "Service Unavailable");
-            linger = !body_complete_ || req_->in.size() > 0;
-            break;
-        }
-        if (srv_.cfg_.ws && is_websocket_upgrade()) {
-            // The connection becomes a WebSocket (or gets its denial response) and ends.
-            auto ws = std::make_shared<websocket_session>(*this);
-            ws_ = ws;
-            co_await ws->run();
+#if CSERVE_DETAIL_DIRECT_LAUNCH
+    // The bottom of a thread of execution of its own: nothing may escape it, and what
+    // follows the session (the idle wait, or the end) happens as its locals go.
+    struct finish {
+        http1_connection& c;
+        std::exception_ptr failure;
+        ~finish() { c.after_serve(failure); }
+    } done{*this, nullptr};
+    try {
+#endif
+        bool linger = false; // whether unread input may follow: see close_gracefully
+        for (;;) {
+            start_request();
+            std::size_t parsed = 0;
+            int status = parse_header(parsed);
+            if (status == http1::need_more)
+                status = co_await read_header(parsed);
+            if (status < 0)
+                break;
+            if (status == 0)
+                status = build_scope();
+            if (status > 0) {
+                co_await write_error(status);
+                linger = true;
+                break;
+            }
+            phase_ = phase::busy;
+            srv_.clear_deadline(*this);
+            if (srv_.count_request())
+                draining_ = true; // the last request this server takes: say connection: close
+            if (srv_.over_capacity()) {
+                keep_alive_ = false;
+                co_await respond_simple(503, "Service Unavailable");
+                linger = !body_complete_ || req_->in.size() > 0;
+                break;
+            }
+            if (srv_.cfg_.ws && is_websocket_upgrade()) {
+                // The connection becomes a WebSocket (or gets its denial response) and ends.
+                auto ws = std::make_shared<websocket_session>(*this);
+                ws_ = ws;
+                co_await ws->run();
+                if (closed_)
+                    co_return;
+                linger = false;
+                break;
+            }
+            co_await call_app();
             if (closed_)
                 co_return;
+            linger = !body_complete_ || req_->in.size() > 0;
+            if (!keep_alive_ || draining_)
+                break;
+            if (!body_complete_ && !co_await discard_body())
+                break;
             linger = false;
-            break;
+            reset_request();
+            if (req_->in.size() == 0) {
+                // Idle: give back the request_state now and wait (once this coroutine is gone:
+                // see on_idle_read) with nothing but the connection and its read.
+                req_.reset();
+                monitor_.slot().clear(); // a finished disconnect watch's handler
+                phase_ = phase::idle;
+                timed_out_ = false;
+                srv_.set_deadline(*this, draining_ ? deadline_kind::drain : deadline_kind::keep_alive);
+                co_return;
+            }
+            phase_ = phase::header; // a pipelined request is already here
         }
-        co_await call_app();
-        if (closed_)
-            co_return;
-        linger = !body_complete_ || req_->in.size() > 0;
-        if (!keep_alive_ || draining_)
-            break;
-        if (!body_complete_ && !co_await discard_body())
-            break;
-        linger = false;
-        reset_request();
-        if (req_->in.size() == 0) {
-            // Idle: give back the request_state now and wait (once this coroutine is gone:
-            // see on_idle_read) with nothing but the connection and its read.
-            req_.reset();
-            monitor_.slot().clear(); // a finished disconnect watch's handler
-            phase_ = phase::idle;
-            timed_out_ = false;
-            srv_.set_deadline(*this, draining_ ? deadline_kind::drain : deadline_kind::keep_alive);
-            co_return;
-        }
-        phase_ = phase::header; // a pipelined request is already here
+        if (!closed_)
+            co_await close_gracefully(linger);
+        srv_.clear_deadline(*this);
+#if CSERVE_DETAIL_DIRECT_LAUNCH
+    } catch (...) {
+        done.failure = std::current_exception();
     }
-    if (!closed_)
-        co_await close_gracefully(linger);
-    srv_.clear_deadline(*this);
+#endif
 }
 
 void
