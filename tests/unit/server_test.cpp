@@ -520,6 +520,63 @@ TEST_CASE("server: an io_context run on two threads serves concurrent connection
     }
 }
 
+TEST_CASE("server: on two threads, idle keep-alive connections still time out",
+          "[server][threads][keep-alive][timeout]")
+{
+    // With several threads the server's deadline timer runs on its own strand and hands an
+    // expired deadline to the connection's strand.
+    constexpr int clients = 3;
+    net::io_context ioc; // default concurrency hint: the server uses strands
+    auto cfg = ct::test_config();
+    cfg.timeout_keep_alive = ct::ms(100);
+    auto app = [](cserve::scope&, cserve::receive, cserve::send send) -> task<> {
+        co_await respond(send, 200, "ok");
+    };
+    cserve::server srv(ioc, app, cfg);
+    srv.listen();
+    auto port = srv.port();
+
+    std::array<bool, clients> answered{};
+    std::array<ct::read_result, clients> rest;
+    std::array<std::string, clients> errors;
+    std::atomic<int> remaining{clients};
+    auto client = [&](int i) -> task<> {
+        auto s = co_await ct::connect(port);
+        beast::flat_buffer buf;
+        co_await ct::write(s, ct::get("/"));
+        auto res = co_await ct::read_response(s, buf);
+        answered[i] = res.ok() && res.status() == 200;
+        rest[i] = co_await ct::read_to_eof(s, buf, ct::ms(3000));
+    };
+    std::string serve_error;
+    std::atomic<bool> serve_done{false};
+    net::co_spawn(ioc, srv.serve(), [&](std::exception_ptr e) {
+        serve_error = ct::what(e);
+        serve_done = true;
+    });
+    for (int i = 0; i < clients; ++i)
+        net::co_spawn(net::make_strand(ioc), client(i), [&, i](std::exception_ptr e) {
+            errors[i] = ct::what(e);
+            if (--remaining == 0)
+                srv.shutdown();
+        });
+    std::thread t1([&] { ioc.run(); });
+    std::thread t2([&] { ioc.run(); });
+    t1.join();
+    t2.join();
+
+    CHECK(serve_done);
+    CHECK(serve_error.empty());
+    CHECK(srv.connection_count() == 0);
+    for (int i = 0; i < clients; ++i) {
+        INFO("client " << i);
+        CHECK(errors[i].empty());
+        CHECK(answered[i]);
+        CHECK(rest[i].eof); // closed by the server
+        CHECK_FALSE(rest[i].timed_out);
+    }
+}
+
 TEST_CASE("server: connections reset right after connecting do not stop the accept loop",
           "[server][accept]")
 {
