@@ -18,9 +18,11 @@
 #include <boost/beast/core/flat_buffer.hpp>
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <memory>
+#include <new>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -43,6 +45,54 @@ class websocket_session;
 // The inline buffer an idle connection reads into. Most requests of benchmarks and API
 // clients fit; a longer one costs one more recv.
 inline constexpr std::size_t idle_read_size = 128;
+
+// Room inside a connection for the one operation it has between requests: the idle read,
+// or the post that starts it. An idle connection thus costs no allocation of its own, and
+// a keep-alive request no malloc for either. What does not fit (another platform's
+// operation) is allocated as usual.
+struct op_slot {
+    alignas(std::max_align_t) unsigned char bytes[192];
+    bool used = false;
+
+    template <class T>
+    struct allocator {
+        using value_type = T;
+
+        op_slot* slot;
+
+        allocator(op_slot& s) noexcept : slot(&s) {}
+        template <class U>
+        allocator(allocator<U> const& other) noexcept : slot(other.slot)
+        {
+        }
+
+        T*
+        allocate(std::size_t n)
+        {
+            if (!slot->used && n * sizeof(T) <= sizeof(slot->bytes) && alignof(T) <= alignof(std::max_align_t)) {
+                slot->used = true;
+                return reinterpret_cast<T*>(slot->bytes);
+            }
+            return static_cast<T*>(::operator new(n * sizeof(T)));
+        }
+
+        void
+        deallocate(T* p, std::size_t) noexcept
+        {
+            if (static_cast<void*>(p) == slot->bytes)
+                slot->used = false;
+            else
+                ::operator delete(p);
+        }
+
+        template <class U>
+        friend bool
+        operator==(allocator const& a, allocator<U> const& b) noexcept
+        {
+            return a.slot == b.slot;
+        }
+    };
+};
 
 // What a connection needs only while it has a request to read or answer: the read buffer,
 // the parser, the header block, the scope and the response head. An idle keep-alive
@@ -67,7 +117,7 @@ struct request_state {
     std::optional<std::uint64_t> length;
     std::uint64_t sent = 0;
     int status = 0;
-    std::uint32_t framing_at = 0; // where in `out` the framing header goes
+    std::string_view head_end; // what follows the framing header a body event decides
 };
 
 // A session: reads requests with Beast's parser, runs the application once per request
@@ -131,7 +181,8 @@ private:
     CSERVE_DECL task<int> read_header(std::size_t parsed);
     CSERVE_DECL int build_scope();
     CSERVE_DECL bool is_websocket_upgrade() const noexcept;
-    CSERVE_DECL task<> call_app();
+    CSERVE_DECL task<> after_app(std::exception_ptr failure);
+    CSERVE_DECL task<> run_websocket();
     CSERVE_DECL task<> respond_simple(int status, std::string_view body);
     CSERVE_DECL task<> write_error(int status);
     CSERVE_DECL task<bool> discard_body();
@@ -196,6 +247,7 @@ private:
     // Where an idle connection reads: a request that fits costs one recv, as it would
     // into a read buffer; a longer one is read on into request_state::in.
     char small_[idle_read_size];
+    op_slot op_slot_;
 };
 
 } // namespace cserve::detail

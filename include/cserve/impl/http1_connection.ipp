@@ -11,7 +11,9 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_state.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -76,84 +78,6 @@ local_states() noexcept
     static thread_local state_cache c;
     return c;
 }
-
-// Where the idle read's operation is allocated. Asio's own recycling would hand it the
-// bigger block the accept operation just gave back and keep that for as long as the
-// connection is idle; this keeps blocks of exactly the operation's size, a few per thread,
-// so that the hot path still does not call malloc.
-class op_cache {
-public:
-    static void*
-    take(std::size_t n)
-    {
-        auto& c = local();
-        if (n == c.size && c.count > 0)
-            return c.blocks[--c.count];
-        return ::operator new(n);
-    }
-
-    static void
-    give(void* p, std::size_t n) noexcept
-    {
-        auto& c = local();
-        if (c.size == 0)
-            c.size = n;
-        if (n == c.size && c.count < capacity)
-            c.blocks[c.count++] = p;
-        else
-            ::operator delete(p);
-    }
-
-private:
-    static constexpr std::size_t capacity = 16;
-
-    struct blocks_t {
-        void* blocks[capacity];
-        std::size_t count = 0;
-        std::size_t size = 0;
-        ~blocks_t()
-        {
-            while (count > 0)
-                ::operator delete(blocks[--count]);
-        }
-    };
-
-    static blocks_t&
-    local() noexcept
-    {
-        static thread_local blocks_t c;
-        return c;
-    }
-};
-
-template <class T>
-struct op_allocator {
-    using value_type = T;
-
-    op_allocator() = default;
-    template <class U>
-    op_allocator(op_allocator<U> const&) noexcept
-    {
-    }
-
-    T*
-    allocate(std::size_t n)
-    {
-        return static_cast<T*>(op_cache::take(n * sizeof(T)));
-    }
-
-    void
-    deallocate(T* p, std::size_t n) noexcept
-    {
-        op_cache::give(p, n * sizeof(T));
-    }
-
-    friend bool
-    operator==(op_allocator, op_allocator) noexcept
-    {
-        return true;
-    }
-};
 
 inline bool
 is_tchar(unsigned char c) noexcept
@@ -353,7 +277,6 @@ request_state::recycle::operator()(request_state* r) const noexcept
     r->length.reset();
     r->sent = 0;
     r->status = 0;
-    r->framing_at = 0;
     r->scope.state.clear();
     if (r->head.capacity() > http1::state_keep_bytes)
         std::string().swap(r->head);
@@ -478,8 +401,8 @@ http1_connection::wait_idle()
     // would track the executor twice and the operation would grow by 64 bytes.
     struct idle_handler {
         std::shared_ptr<http1_connection> self;
-        using allocator_type = http1::op_allocator<void>;
-        allocator_type get_allocator() const noexcept { return {}; }
+        using allocator_type = op_slot::allocator<void>;
+        allocator_type get_allocator() const noexcept { return {self->op_slot_}; }
         void operator()(boost::system::error_code ec, std::size_t n) { self->on_idle_read(ec, n); }
     };
     socket_.async_read_some(net::buffer(small_), idle_handler{shared_from_this()});
@@ -543,8 +466,24 @@ http1_connection::after_serve(std::exception_ptr e) noexcept
     cancel_.slot().clear();
     if (e)
         srv_.log_session_failure(e);
-    else if (phase_ == phase::idle)
-        wait_idle();
+    else if (phase_ == phase::idle) {
+        // The idle read starts behind the handlers already queued: by then the client has
+        // often sent its next request, and the read takes it at once instead of failing
+        // with EAGAIN and waiting for epoll.
+        struct resume {
+            std::shared_ptr<http1_connection> self;
+            using allocator_type = op_slot::allocator<void>;
+            allocator_type get_allocator() const noexcept { return {self->op_slot_}; }
+            void operator()() { self->wait_idle(); }
+        };
+        // Through the io_context's own executor type when that is what runs the connection:
+        // only it allocates the posted operation with the handler's allocator.
+        auto const& ex = socket_.get_executor();
+        if (auto const* io = ex.target<net::io_context::executor_type>())
+            net::post(*io, resume{shared_from_this()});
+        else
+            net::post(ex, resume{shared_from_this()});
+    }
 }
 
 //------------------------------------------------------------------------------
@@ -590,15 +529,35 @@ http1_connection::serve(std::shared_ptr<http1_connection>)
             }
             if (srv_.cfg_.ws && is_websocket_upgrade()) {
                 // The connection becomes a WebSocket (or gets its denial response) and ends.
-                auto ws = std::make_shared<websocket_session>(*this);
-                ws_ = ws;
-                co_await ws->run();
+                co_await run_websocket();
                 if (closed_)
                     co_return;
                 linger = false;
                 break;
             }
-            co_await call_app();
+            {
+                // The application is awaited from this frame, not from one of its own: a
+                // keep-alive request holds three coroutine frames (this, the application's,
+                // send's). Asio's per-thread cache keeps two freed frames; while this one is
+                // no bigger than send's, it reuses send's block and only one frame a
+                // request comes from the heap.
+                bool const proxied = srv_.trusted_ && apply_proxy_headers(req_->scope, *srv_.trusted_);
+                std::exception_ptr failure;
+                try {
+                    co_await srv_.app_(req_->scope, cserve::receive{*this}, cserve::send{*this});
+                } catch (...) {
+                    failure = std::current_exception();
+                }
+                if (proxied) {
+                    // The next request on this connection starts from the peer again.
+                    req_->scope.scheme = "http";
+                    req_->scope.client = client_;
+                }
+                if (closed_)
+                    co_return;
+                if (failure || !complete_ || disconnected_)
+                    co_await after_app(std::move(failure));
+            }
             if (closed_)
                 co_return;
             linger = !body_complete_ || req_->in.size() > 0;
@@ -628,6 +587,15 @@ http1_connection::serve(std::shared_ptr<http1_connection>)
         done.failure = std::current_exception();
     }
 #endif
+}
+
+task<>
+http1_connection::run_websocket()
+{
+    // Its own frame: serve()'s stays small for the keep-alive requests it mostly runs.
+    auto ws = std::make_shared<websocket_session>(*this);
+    ws_ = ws;
+    co_await ws->run();
 }
 
 void
@@ -799,22 +767,9 @@ http1_connection::is_websocket_upgrade() const noexcept
 }
 
 task<>
-http1_connection::call_app()
+http1_connection::after_app(std::exception_ptr failure)
 {
-    bool const proxied = srv_.trusted_ && apply_proxy_headers(req_->scope, *srv_.trusted_);
-    std::exception_ptr failure;
-    try {
-        co_await srv_.app_(req_->scope, cserve::receive{*this}, cserve::send{*this});
-    } catch (...) {
-        failure = std::current_exception();
-    }
-    if (proxied) {
-        // The next request on this connection starts from the peer again.
-        req_->scope.scheme = "http";
-        req_->scope.client = client_;
-    }
-    if (closed_)
-        co_return;
+    // What is left when the application failed, or returned without a complete response.
     if (failure) {
         int status = 500;
         std::string body = "Internal Server Error";
@@ -1220,21 +1175,24 @@ http1_connection::start_response(http::response_start& s)
         req_->out += value;
         req_->out += "\r\n";
     }
-    framing_pending_ = false;
-    if (add_chunked && !no_body_) {
-        // Decided by the first body event: a complete body gets a content-length.
-        framing_pending_ = true;
-        req_->framing_at = static_cast<std::uint32_t>(req_->out.size());
-    } else if (add_chunked) {
-        req_->out += "transfer-encoding: chunked\r\n";
-    }
+    std::string_view end = "\r\n";
     if (!app_connection) {
         if (!keep_alive_)
-            req_->out += "connection: close\r\n";
+            end = "connection: close\r\n\r\n";
         else if (http10)
-            req_->out += "connection: keep-alive\r\n";
+            end = "connection: keep-alive\r\n\r\n";
     }
-    req_->out += "\r\n";
+    framing_pending_ = false;
+    if (add_chunked && !no_body_) {
+        // Decided by the first body event: a complete body gets a content-length. The
+        // framing header and what follows it are appended then.
+        framing_pending_ = true;
+        req_->head_end = end;
+    } else {
+        if (add_chunked)
+            req_->out += "transfer-encoding: chunked\r\n";
+        req_->out += end;
+    }
     access_log();
 }
 
@@ -1244,17 +1202,16 @@ http1_connection::prepare_body(std::string const& body, bool more, std::string_v
     if (framing_pending_) {
         // The whole body in one event: it gets a content-length instead of chunks.
         framing_pending_ = false;
-        std::string line;
         if (!more && !trailers_) {
             chunked_ = false;
             req_->length = body.size();
-            line = "content-length: ";
-            http1::append_decimal(line, body.size());
-            line += "\r\n";
+            req_->out += "content-length: ";
+            http1::append_decimal(req_->out, body.size());
+            req_->out += "\r\n";
         } else {
-            line = "transfer-encoding: chunked\r\n";
+            req_->out += "transfer-encoding: chunked\r\n";
         }
-        req_->out.insert(req_->framing_at, line);
+        req_->out += req_->head_end;
     }
     if (no_body_) {
         if (!more) {
