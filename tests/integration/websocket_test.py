@@ -760,6 +760,8 @@ class WebSocketFramingTests(DefaultServerTestCase):
             ("fragmented ping", client_frame("ping", b"ab", fin=False), [], 1002),
             ("16-bit length form for 5 bytes",
              b"\x82\xfe\x00\x05kkkk" + mask(b"hello", b"kkkk"), [], 1002),
+            ("64-bit length form for 200 bytes",
+             b"\x82\xff" + (200).to_bytes(8, "big") + b"kkkk" + mask(b"h" * 200, b"kkkk"), [], 1002),
             ("close payload of 1 byte", client_frame("close", b"\x03"), [], 1002),
             ("invalid UTF-8 text", client_frame("text", b"ok\xff\xfe"), [], 1007),
             ("a good message, then an unmasked one, in one write",

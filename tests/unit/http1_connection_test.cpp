@@ -1852,7 +1852,7 @@ TEST_CASE("http1_connection: an idle keep-alive connection holds no request stat
     cserve::detail::http1_connection::start(std::move(c));
     bool const before_request = weak.lock()->holds_request_state();
 
-    std::vector<bool> answered, idle_state;
+    std::vector<bool> answered, idle_state, inline_read;
     std::string in;
     for (int i = 0; i < 2; ++i) {
         net::write(client, net::buffer(std::string_view("GET / HTTP/1.1\r\nHost: t\r\n\r\n")));
@@ -1870,6 +1870,7 @@ TEST_CASE("http1_connection: an idle keep-alive connection holds no request stat
         answered.push_back(done && !ec);
         auto p = weak.lock();
         idle_state.push_back(p && p->holds_request_state());
+        inline_read.push_back(p && p->idle_read_inline());
     }
     bool const alive = !weak.expired();
     boost::system::error_code ignored;
@@ -1880,6 +1881,8 @@ TEST_CASE("http1_connection: an idle keep-alive connection holds no request stat
     CHECK(answered == std::vector<bool>{true, true});
     CHECK(alive);
     CHECK(idle_state == std::vector<bool>{false, false});
+    // The idle read's operation fits the room the connection keeps for it: no allocation.
+    CHECK(inline_read == std::vector<bool>{true, true});
     CHECK(weak.expired());
 }
 

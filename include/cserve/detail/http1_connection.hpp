@@ -148,6 +148,8 @@ public:
 
     // Whether a request_state is held (it is not while idle); for tests.
     bool holds_request_state() const noexcept { return req_ != nullptr; }
+    // Whether the pending idle read sits in the connection's op_slot, not on the heap.
+    bool idle_read_inline() const noexcept { return op_slot_.used; }
 
     CSERVE_DECL task<event> receive() override;
     CSERVE_DECL task<> send(event e) override;

@@ -16,6 +16,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/message.hpp>
+#include <boost/beast/websocket/detail/utf8_checker.hpp>
 #include <boost/beast/websocket/error.hpp>
 #include <boost/core/demangle.hpp>
 
@@ -46,6 +47,9 @@ struct unit {
         partial, // nothing to do until more arrives
         ping,    // a whole ping or pong at `offset`, before the end of the message being
         pong,    // received: the session answers it itself and cuts it out
+        message, // a whole message in one frame, as clients mostly send them: FIN, text or
+                 // binary, no RSV bit (no permessage-deflate). The session reads it itself:
+                 // its header is `head` bytes, its payload the rest of `size`
         beast    // the first `size` bytes Beast can read without waiting: a whole message
                  // (with any control frames between its fragments), a close frame, or up
                  // to the header of a frame Beast refuses on its header alone
@@ -72,11 +76,13 @@ next_unit(unsigned char const* p, std::size_t n, std::uint64_t max_size) noexcep
         bool const masked = (p[pos + 1] & 0x80) != 0;
         std::uint64_t len = p[pos + 1] & 0x7f;
         std::size_t head = 2;
+        bool canonical = true; // the shortest length form (RFC 6455 §5.2)
         if (len == 126) {
             head = 4;
             if (n - pos < head)
                 return {};
             len = (std::uint64_t(p[pos + 2]) << 8) | p[pos + 3];
+            canonical = len >= 126;
         } else if (len == 127) {
             head = 10;
             if (n - pos < head)
@@ -84,6 +90,7 @@ next_unit(unsigned char const* p, std::size_t n, std::uint64_t max_size) noexcep
             len = 0;
             for (std::size_t i = 0; i < 8; ++i)
                 len = (len << 8) | p[pos + 2 + i];
+            canonical = len >= 65536;
         }
         if (masked)
             head += 4;
@@ -92,7 +99,7 @@ next_unit(unsigned char const* p, std::size_t n, std::uint64_t max_size) noexcep
         // What Beast refuses on the header (RFC 6455 §5.2, §5.4, §5.5) it gets at once.
         // RSV1 on a message's first frame is permessage-deflate's, which Beast judges.
         unit const refuse{unit::beast, 0, pos + head};
-        if (!masked || (rsv & 0x30) != 0)
+        if (!masked || (rsv & 0x30) != 0 || !canonical)
             return refuse;
         if (control) {
             if (!fin || rsv != 0 || len > 125 || opcode > 0xa)
@@ -111,12 +118,32 @@ next_unit(unsigned char const* p, std::size_t n, std::uint64_t max_size) noexcep
                 return {unit::beast, 0, end};
             return {opcode == 0x9 ? unit::ping : unit::pong, pos, end - pos, head};
         }
+        if (fin && !in_message && rsv == 0)
+            return {unit::message, 0, end, head};
         message += len;
         in_message = true;
         if (fin)
             return {unit::beast, 0, end};
         pos = end;
     }
+}
+
+// Unmasks a client's payload in place (RFC 6455 §5.3), eight bytes at a time.
+inline void
+unmask(char* p, std::size_t n, unsigned char const* key) noexcept
+{
+    std::uint32_t k4;
+    std::memcpy(&k4, key, 4);
+    std::uint64_t const k8 = (std::uint64_t(k4) << 32) | k4;
+    std::size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        std::uint64_t v;
+        std::memcpy(&v, p + i, 8);
+        v ^= k8;
+        std::memcpy(p + i, &v, 8);
+    }
+    for (; i < n; ++i)
+        p[i] = static_cast<char>(p[i] ^ key[i % 4]);
 }
 
 } // namespace ws_detail
@@ -448,7 +475,25 @@ websocket_session::read_messages()
             }
             break;
         }
-        if (next.kind != ws_detail::unit::beast) {
+        if (next.kind == ws_detail::unit::message) {
+            // Beast is between messages and stays there: the frame is taken off the stream
+            // and unmasked here, without its buffer growing and copying in steps.
+            bool const text = (bytes[0] & 0x0f) == 0x1;
+            std::string payload(reinterpret_cast<char const*>(bytes) + next.head, next.size - next.head);
+            ws_detail::unmask(payload.data(), payload.size(), bytes + next.head - 4);
+            // Text that is not UTF-8 goes to Beast, which fails the connection with 1007.
+            if (!text || boost::beast::websocket::detail::check_utf8(payload.data(), payload.size())) {
+                layer.in.consume(next.size);
+                websocket::receive message;
+                if (text)
+                    message.text = std::move(payload);
+                else
+                    message.bytes = std::move(payload);
+                deliver(std::move(message), true);
+                continue;
+            }
+        }
+        if (next.kind == ws_detail::unit::ping || next.kind == ws_detail::unit::pong) {
             // A ping or pong, between messages or between the fragments of one: answered
             // now, then cut out of the stream (what precedes it moves up over it).
             auto* frame = const_cast<unsigned char*>(bytes) + next.offset;
