@@ -20,11 +20,14 @@ download), workers (cserve --workers 1 vs 2), micro (the Google Benchmark micro-
 
 Only ever talks to 127.0.0.1. The server runs on CPU 0 (taskset -c 0), the load generator on
 CPU 1; server CPU time is utime+stime from /proc/<pid>/stat summed over the server's process
-tree, read right before and right after each measured load window.
+tree, read right before and right after each measured load window. The http and ws cases run
+the servers side by side: all started at once, the load of each case cut into 2 s slices that
+take turns between the servers, so that the host's drift falls on all of them alike.
 """
 
 import argparse
 import atexit
+import contextlib
 import datetime
 import errno
 import http.client
@@ -462,6 +465,27 @@ def measured(server, fn):
     return r
 
 
+def combine(slices, count_key):
+    """One result from the slices of an interleaved case: counts, CPU and times summed, the rate
+    over the summed load time, p50 and p99 the count-weighted mean of the slices' own."""
+    for r in slices:
+        if "failed" in r:
+            return r
+    out = {}
+    for k in (count_key, "server_cpu_s", "client_cpu_s", "wall_s", "other_cpu_s", "steal_s", "errors", "seconds"):
+        out[k] = sum(r.get(k) or 0 for r in slices)
+    count = out[count_key]
+    if out["seconds"] > 0:
+        out["rate"] = count / out["seconds"]
+    for key in ("p50_us", "p99_us"):
+        weighted = [(r[key], r.get(count_key) or 0) for r in slices if r.get(key) is not None]
+        total = sum(n for _, n in weighted)
+        if total > 0:
+            out[key] = sum(v * n for v, n in weighted) / total
+    out["slices"] = len(slices)
+    return out
+
+
 # ------------------------------------------------------------------------------------------
 # Idle keep-alive connections
 
@@ -716,6 +740,7 @@ class Bench:
             f"{a.duration} s per case, {a.runs} run(s)")
         try:
             for run in range(1, a.runs + 1):
+                self.run_interleaved(run)
                 for spec in self.servers:
                     self.run_server(spec, run)
                 if "workers" in self.only_sections and "cserve" in self.only_servers:
@@ -740,24 +765,11 @@ class Bench:
                 self.notes.append(f"run {run}, {section}: {e}")
                 self.fail(section, "*", name, run, e)
 
-        if "http" in sections:
-            def http_cases(server):
-                for conns in (64, 256):
-                    self.wrk_case("http", f"{conns} connections", server, run, conns)
-            group("http", http_cases)
         if "pipeline" in sections and not http_only:
             def pipeline_cases(server):
                 self.wrk_case("pipeline", "64 connections, 16 per write", server, run, 64,
                               script=os.path.join(HERE, "pipeline.lua"))
             group("pipeline", pipeline_cases)
-        if "ws" in sections and spec.get("ws_path"):
-            if not os.access(self.ws_load, os.X_OK):
-                self._note_once(f"WebSocket section skipped: {self.ws_load} not built")
-            else:
-                def ws_cases(server):
-                    for size in (64, 4096):
-                        self.ws_case(server, run, spec["ws_path"], size)
-                group("ws", ws_cases)
         if "idle" in sections and spec.get("idle"):
             def idle_case(server):
                 r = idle_rss(server, a.idle_conns)
@@ -771,6 +783,54 @@ class Bench:
                     r = transfer(server, kind, a.duration, upload_file, min_reps=1 if a.quick else 3)
                     self.record("transfer", kind, name, run, r)
             group("transfer", transfer_cases)
+
+    def run_interleaved(self, run):
+        """The sections the targets compare servers on (http, ws), side by side: every server of
+        the run is started at once (all on CPU 0; those not under load are idle), and each case's
+        load is cut into slices that go round the servers, the first one moving on each round.
+        A change in the host's speed during a case then falls on every server alike."""
+        a = self.args
+        cases = []  # (section, case, servers, count key, load(server, seconds))
+        if "http" in self.only_sections:
+            for conns in (64, 256):
+                cases.append(("http", f"{conns} connections", list(self.servers), "requests",
+                              lambda server, d, c=conns: run_wrk(server.port, c, d)))
+        if "ws" in self.only_sections:
+            ws_specs = [spec for spec in self.servers if spec.get("ws_path")]
+            if ws_specs and not os.access(self.ws_load, os.X_OK):
+                self._note_once(f"WebSocket section skipped: {self.ws_load} not built")
+            elif ws_specs:
+                for size in (64, 4096):
+                    cases.append(("ws", f"{size} B", ws_specs, "messages",
+                                  lambda server, d, z=size: run_ws_load(
+                                      self.ws_load, server.port, server.spec["ws_path"], a.ws_conns, z, d,
+                                      not a.ws_text, warmup=0)))
+        if not cases:
+            return
+        slice_s = 2 if a.duration >= 4 else a.duration
+        rounds = max(1, round(a.duration / slice_s))
+        with contextlib.ExitStack() as stack:
+            servers = {}
+            for spec in {id(s): s for case in cases for s in case[2]}.values():
+                try:
+                    servers[spec["name"]] = stack.enter_context(Server(spec, self.tmp))
+                except ServerError as e:
+                    self.notes.append(f"run {run}: {e}")
+                    for section in sorted({c[0] for c in cases if spec in c[2]}):
+                        self.fail(section, "*", spec["name"], run, e)
+            for section, case, specs, count_key, load in cases:
+                names = [spec["name"] for spec in specs if spec["name"] in servers]
+                if a.warmup:
+                    for name in names:
+                        load(servers[name], a.warmup)
+                parts = {name: [] for name in names}
+                for i in range(rounds):
+                    k = i % len(names)
+                    for name in names[k:] + names[:k]:
+                        server = servers[name]
+                        parts[name].append(measured(server, lambda: load(server, slice_s)))
+                for name in names:
+                    self.record(section, case, name, run, combine(parts[name], count_key))
 
     def _note_once(self, note):
         if note not in self.notes:
