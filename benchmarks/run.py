@@ -852,14 +852,6 @@ class Bench:
         r = measured(server, lambda: run_wrk(server.port, conns, a.duration, threads=threads, script=script, cpus=cpus))
         self.record(section, case, server.name, run, r)
 
-    def ws_case(self, server, run, path, size):
-        a = self.args
-        if a.warmup:
-            run_ws_load(self.ws_load, server.port, path, a.ws_conns, size, a.warmup, not a.ws_text, warmup=0)
-        r = measured(server, lambda: run_ws_load(self.ws_load, server.port, path, a.ws_conns, size, a.duration,
-                                                  not a.ws_text, warmup=0))
-        self.record("ws", f"{size} B", server.name, run, r)
-
     def run_workers(self, run):
         spec = self.specs.get("cserve")
         if spec is None:

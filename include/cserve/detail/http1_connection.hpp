@@ -123,7 +123,7 @@ struct request_state {
 // A session: reads requests with Beast's parser, runs the application once per request
 // and writes its responses. Between requests the connection waits for bytes with a plain
 // completion handler and holds no coroutine frame and no request_state: just this object
-// and the pending read. When bytes arrive, serve() is spawned and runs until the
+// and the pending read. When bytes arrive, serve() is started and runs until the
 // connection is idle again (or ends). The application's receive() and send() calls come in
 // through the channel interface on the same executor.
 class http1_connection final : public std::enable_shared_from_this<http1_connection>,
@@ -167,6 +167,7 @@ private:
     std::string const& head() const noexcept { return req_->head; }
     CSERVE_DECL std::string client_text() const; // "host:port" for the access log
 
+    struct slot_handler;
     CSERVE_DECL void wait_idle();
     CSERVE_DECL void on_idle_read(boost::system::error_code ec, std::size_t n);
     CSERVE_DECL void close_idle() noexcept;

@@ -387,6 +387,21 @@ http1_connection::on_deadline(std::uint32_t epoch) noexcept
 //------------------------------------------------------------------------------
 // Idle: no coroutine, no request_state, a read into small_ with a plain handler.
 
+// The handler of the two operations an idle connection has, one after the other: the post
+// that starts its read (called with nothing) and the read (called with its result). Both
+// are allocated in the connection's op_slot. It has an allocator of its own but no
+// executor: with bind_allocator, Asio would track the executor twice and the operation
+// would grow by 64 bytes.
+struct http1_connection::slot_handler {
+    std::shared_ptr<http1_connection> self;
+
+    using allocator_type = op_slot::allocator<void>;
+    allocator_type get_allocator() const noexcept { return {self->op_slot_}; }
+
+    void operator()() { self->wait_idle(); }
+    void operator()(boost::system::error_code ec, std::size_t n) { self->on_idle_read(ec, n); }
+};
+
 void
 http1_connection::wait_idle()
 {
@@ -397,15 +412,7 @@ http1_connection::wait_idle()
         close_idle();
         return;
     }
-    // A handler with an allocator of its own but no executor: with bind_allocator, Asio
-    // would track the executor twice and the operation would grow by 64 bytes.
-    struct idle_handler {
-        std::shared_ptr<http1_connection> self;
-        using allocator_type = op_slot::allocator<void>;
-        allocator_type get_allocator() const noexcept { return {self->op_slot_}; }
-        void operator()(boost::system::error_code ec, std::size_t n) { self->on_idle_read(ec, n); }
-    };
-    socket_.async_read_some(net::buffer(small_), idle_handler{shared_from_this()});
+    socket_.async_read_some(net::buffer(small_), slot_handler{shared_from_this()});
 }
 
 void
@@ -470,19 +477,13 @@ http1_connection::after_serve(std::exception_ptr e) noexcept
         // The idle read starts behind the handlers already queued: by then the client has
         // often sent its next request, and the read takes it at once instead of failing
         // with EAGAIN and waiting for epoll.
-        struct resume {
-            std::shared_ptr<http1_connection> self;
-            using allocator_type = op_slot::allocator<void>;
-            allocator_type get_allocator() const noexcept { return {self->op_slot_}; }
-            void operator()() { self->wait_idle(); }
-        };
         // Through the io_context's own executor type when that is what runs the connection:
         // only it allocates the posted operation with the handler's allocator.
         auto const& ex = socket_.get_executor();
         if (auto const* io = ex.target<net::io_context::executor_type>())
-            net::post(*io, resume{shared_from_this()});
+            net::post(*io, slot_handler{shared_from_this()});
         else
-            net::post(ex, resume{shared_from_this()});
+            net::post(ex, slot_handler{shared_from_this()});
     }
 }
 

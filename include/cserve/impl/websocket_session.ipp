@@ -502,9 +502,8 @@ websocket_session::read_messages()
             } else {
                 std::array<char, 125> payload;
                 auto const len = next.size - next.head;
-                auto const* key = frame + next.head - 4;
-                for (std::size_t i = 0; i < len; ++i)
-                    payload[i] = static_cast<char>(frame[next.head + i] ^ key[i % 4]);
+                std::memcpy(payload.data(), frame + next.head, len);
+                ws_detail::unmask(payload.data(), len, frame + next.head - 4);
                 boost::system::error_code ec;
                 ws_.pong(boost::beast::websocket::ping_data(payload.data(), len), ec);
             }
