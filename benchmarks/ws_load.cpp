@@ -14,11 +14,19 @@
 // connections lost before the end. Exit status: 0 after a run with at least one message,
 // 1 when a connection could not be opened (nothing is printed on stdout then) or nothing
 // was echoed, 2 for bad arguments. Single-threaded, like the servers it measures.
+//
+// The client has to stay cheaper than the servers it loads, or the measurement shows the
+// client's limit: a server waiting for its client reads before the next message is there
+// and pays for the failed reads. So frames are written and read by hand: the masked frame
+// is built once and written with one non-blocking send a message, and the echo is checked
+// where it was read (RFC 6455 §5: a client masks, a server does not). Pings from the server
+// are answered; fragmented echoes are put together.
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
-#include <boost/beast/websocket.hpp>
+#include <boost/beast/http.hpp>
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <chrono>
 #include <cmath>
@@ -36,12 +44,9 @@ namespace {
 
 namespace net = boost::asio;
 namespace beast = boost::beast;
-namespace websocket = beast::websocket;
+namespace http = beast::http;
 using tcp = net::ip::tcp;
 using clock_type = std::chrono::steady_clock;
-using ws_stream = websocket::stream<tcp::socket>;
-
-constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 
 struct options {
     std::string host = "127.0.0.1";
@@ -68,97 +73,283 @@ struct run_state {
     net::steady_timer grace;                 // how long closing may take
 };
 
-net::awaitable<void>
-connect_all(options const& opt, std::vector<std::unique_ptr<ws_stream>>& conns)
+constexpr std::array<unsigned char, 4> mask_key{0x37, 0xfa, 0x21, 0x3d};
+
+// One masked client frame (FIN set) with the given opcode and payload.
+std::string
+client_frame(unsigned opcode, std::string_view payload)
 {
-    auto ex = co_await net::this_coro::executor;
-    tcp::endpoint endpoint(net::ip::make_address(opt.host), opt.port);
-    std::string const host_header = opt.host + ":" + std::to_string(opt.port);
-    for (std::size_t i = 0; i < opt.connections; ++i) {
-        auto ws = std::make_unique<ws_stream>(ex);
-        co_await ws->next_layer().async_connect(endpoint, net::use_awaitable);
-        ws->next_layer().set_option(tcp::no_delay(true));
-        ws->secure_prng(false);    // frame masks need not be unpredictable here
-        ws->auto_fragment(false);  // one frame per message
-        co_await ws->async_handshake(host_header, opt.path, net::use_awaitable);
-        conns.push_back(std::move(ws));
+    std::string f;
+    f.push_back(static_cast<char>(0x80 | opcode));
+    auto const n = payload.size();
+    if (n < 126) {
+        f.push_back(static_cast<char>(0x80 | n));
+    } else if (n <= 0xffff) {
+        f.push_back(static_cast<char>(0x80 | 126));
+        f.push_back(static_cast<char>(n >> 8));
+        f.push_back(static_cast<char>(n & 0xff));
+    } else {
+        f.push_back(static_cast<char>(0x80 | 127));
+        for (int shift = 56; shift >= 0; shift -= 8)
+            f.push_back(static_cast<char>((static_cast<std::uint64_t>(n) >> shift) & 0xff));
     }
+    f.append(reinterpret_cast<char const*>(mask_key.data()), mask_key.size());
+    for (std::size_t i = 0; i < n; ++i)
+        f.push_back(static_cast<char>(static_cast<unsigned char>(payload[i]) ^ mask_key[i % 4]));
+    return f;
 }
 
-net::awaitable<void>
-client(ws_stream& ws, std::string const& payload, bool binary, run_state& s)
+// The opening handshake, synchronously: connections are opened one after the other before
+// anything is measured. What the server sent behind its 101 stays in `rest`.
+tcp::socket
+open_connection(net::io_context& ioc, options const& opt, std::string& rest)
 {
+    tcp::socket sock(ioc);
+    sock.connect(tcp::endpoint(net::ip::make_address(opt.host), opt.port));
+    sock.set_option(tcp::no_delay(true));
+
+    // The key of RFC 6455 §1.3's example, and the answer it must get.
+    http::request<http::empty_body> req(http::verb::get, opt.path, 11);
+    req.set(http::field::host, opt.host + ":" + std::to_string(opt.port));
+    req.set(http::field::upgrade, "websocket");
+    req.set(http::field::connection, "Upgrade");
+    req.set(http::field::sec_websocket_key, "dGhlIHNhbXBsZSBub25jZQ==");
+    req.set(http::field::sec_websocket_version, "13");
+    http::write(sock, req);
+
     beast::flat_buffer buffer;
-    ws.binary(binary);
-    bool lost = false;
-    while (!s.stopping) {
-        auto start = clock_type::now();
-        auto [wec, wn] = co_await ws.async_write(net::buffer(payload), use_tuple);
-        if (wec) {
-            lost = true;
-            break;
-        }
-        auto [rec, rn] = co_await ws.async_read(buffer, use_tuple);
-        auto end = clock_type::now();
-        if (rec) {
-            lost = true;
-            break;
-        }
-        auto echo = buffer.cdata();
-        bool const same = echo.size() == payload.size() && ws.got_binary() == binary &&
-                          std::memcmp(echo.data(), payload.data(), payload.size()) == 0;
-        buffer.consume(buffer.size());
-        if (!same) {
-            ++s.errors;
-        } else if (end >= s.measure_from && end <= s.measure_until) {
-            ++s.messages;
-            s.latencies_ns.push_back(static_cast<std::uint64_t>(
-                std::chrono::duration_cast<std::chrono::nanoseconds>(end - start).count()));
-        }
-    }
-    // A connection dropped by the grace timer was not lost: it was closed on purpose.
-    if (lost && !s.stopping)
-        ++s.errors;
-    if (!lost)
-        co_await ws.async_close(websocket::close_code::normal, use_tuple);
-    if (--s.active == 0)
-        s.grace.cancel();
+    http::response_parser<http::empty_body> parser;
+    parser.skip(true); // a 101 has no body
+    http::read(sock, buffer, parser);
+    auto const& res = parser.get();
+    if (res.result() != http::status::switching_protocols)
+        throw std::runtime_error("handshake answered " + std::to_string(res.result_int()));
+    if (res[http::field::sec_websocket_accept] != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        throw std::runtime_error("handshake: wrong Sec-WebSocket-Accept");
+    if (res.count(http::field::sec_websocket_extensions))
+        throw std::runtime_error("handshake: the server chose an extension nobody asked for");
+    rest.assign(static_cast<char const*>(buffer.data().data()), buffer.size());
+    sock.non_blocking(true);
+    return sock;
 }
 
-net::awaitable<void>
-run(options const& opt, std::vector<std::unique_ptr<ws_stream>>& conns, run_state& s)
-{
-    auto ex = co_await net::this_coro::executor;
-    std::string payload(opt.size, '\0');
-    for (std::size_t i = 0; i < payload.size(); ++i)
-        payload[i] = static_cast<char>('a' + i % 26);
-
-    auto const to_duration = [](double seconds) {
-        return std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(seconds));
-    };
-    s.measure_from = clock_type::now() + to_duration(opt.warmup);
-    s.measure_until = s.measure_from + to_duration(opt.duration);
-    s.active = conns.size();
-    for (auto& ws : conns)
-        net::co_spawn(ex, client(*ws, payload, opt.binary, s), [](std::exception_ptr e) {
-            if (e)
-                std::rethrow_exception(e);
-        });
-
-    net::steady_timer timer(ex, s.measure_until);
-    co_await timer.async_wait(use_tuple);
-    s.stopping = true;
-    // Every connection finishes its round trip and closes; those that take too long are
-    // cut off.
-    if (s.active > 0) {
-        s.grace.expires_after(std::chrono::seconds(2));
-        co_await s.grace.async_wait(use_tuple);
+class connection {
+public:
+    connection(tcp::socket sock, std::string rest, std::string const& frame, std::string const& payload,
+               bool binary, run_state& s)
+        : sock_(std::move(sock)), frame_(frame), payload_(payload), binary_(binary), s_(s)
+    {
+        in_.resize(std::max<std::size_t>(16 * 1024, 2 * (payload.size() + 14)));
+        std::memcpy(in_.data(), rest.data(), std::min(rest.size(), in_.size()));
+        have_ = std::min(rest.size(), in_.size());
     }
-    for (auto& ws : conns) {
+
+    void start() { send_message(); }
+
+    void stop() noexcept
+    {
         beast::error_code ec;
-        ws->next_layer().close(ec);
+        sock_.close(ec);
     }
-}
+
+private:
+    // Writes what the socket takes at once, the rest (rarely any) asynchronously; `then`
+    // runs when all of it is written.
+    template <class Then>
+    void write(std::string const& bytes, Then then)
+    {
+        beast::error_code ec;
+        auto n = sock_.write_some(net::buffer(bytes), ec);
+        if (ec == net::error::would_block) {
+            ec = {};
+            n = 0;
+        }
+        if (ec)
+            return lose();
+        if (n == bytes.size())
+            return then();
+        net::async_write(sock_, net::buffer(bytes) + n, [this, then](beast::error_code wec, std::size_t) {
+            if (wec)
+                return lose();
+            then();
+        });
+    }
+
+    void send_message()
+    {
+        start_ = clock_type::now();
+        write(frame_, [this] { read(); });
+    }
+
+    // Reads until the next whole echo (or the end of the connection), then acts on it.
+    void read()
+    {
+        switch (parse()) {
+        case next::more:
+            break;
+        case next::send:
+            return send_message();
+        case next::close:
+            // Close with 1000 and read until the server's close frame (or its end of stream).
+            closing_ = true;
+            close_frame_ = client_frame(0x8, std::string_view("\x03\xe8", 2));
+            return write(close_frame_, [this] { read(); });
+        case next::gone:
+            return;
+        }
+        if (have_ == in_.size())
+            in_.resize(in_.size() * 2);
+        sock_.async_read_some(net::buffer(in_.data() + have_, in_.size() - have_),
+                              [this](beast::error_code ec, std::size_t n) {
+                                  if (ec)
+                                      return closing_ ? done() : lose();
+                                  have_ += n;
+                                  read();
+                              });
+    }
+
+    enum class next { more, send, close, gone };
+
+    // Takes the complete frames off the input, up to and including the first whole echo.
+    next parse()
+    {
+        std::size_t pos = 0;
+        auto result = next::more;
+        while (result == next::more) {
+            auto const* b = in_.data() + pos;
+            auto const avail = have_ - pos;
+            if (avail < 2)
+                break;
+            bool const fin = (b[0] & 0x80) != 0;
+            unsigned const opcode = b[0] & 0x0f;
+            if ((b[1] & 0x80) != 0 || (b[0] & 0x70) != 0)
+                return fail(); // a masked server frame, or RSV bits nobody negotiated
+            std::uint64_t len = b[1] & 0x7f;
+            std::size_t head = 2;
+            if (len == 126) {
+                if (avail < 4)
+                    break;
+                len = (std::uint64_t{b[2]} << 8) | b[3];
+                head = 4;
+            } else if (len == 127) {
+                if (avail < 10)
+                    break;
+                len = 0;
+                for (int i = 2; i < 10; ++i)
+                    len = (len << 8) | b[i];
+                head = 10;
+            }
+            if (avail - head < len) {
+                if (head + len > in_.size())
+                    in_.resize(head + len);
+                break;
+            }
+            std::string_view body(reinterpret_cast<char const*>(b + head), len);
+            pos += head + len;
+            switch (opcode) {
+            case 0x9: { // ping: answered with the same payload, at once
+                pong_ = client_frame(0xa, body);
+                beast::error_code ec;
+                net::write(sock_, net::buffer(pong_), ec);
+                if (ec) {
+                    lose();
+                    return next::gone;
+                }
+                break;
+            }
+            case 0xa:
+                break;
+            case 0x8:
+                if (!closing_)
+                    ++s_.errors; // the server closed in the middle of the run
+                done();
+                return next::gone;
+            case 0x1:
+            case 0x2:
+                message_binary_ = opcode == 0x2;
+                if (fin) {
+                    result = on_message(body);
+                    break;
+                }
+                message_.assign(body);
+                in_message_ = true;
+                break;
+            case 0x0:
+                if (!in_message_)
+                    return fail(); // a continuation of nothing
+                message_.append(body);
+                if (fin) {
+                    in_message_ = false;
+                    result = on_message(message_);
+                }
+                break;
+            default:
+                return fail();
+            }
+        }
+        if (pos > 0 && pos < have_)
+            std::memmove(in_.data(), in_.data() + pos, have_ - pos);
+        have_ -= pos;
+        return result;
+    }
+
+    // A whole echo arrived: counted, then the next message or the close.
+    next on_message(std::string_view echo)
+    {
+        auto const end = clock_type::now();
+        bool const same = echo == payload_ && message_binary_ == binary_;
+        if (!same) {
+            ++s_.errors;
+        } else if (end >= s_.measure_from && end <= s_.measure_until) {
+            ++s_.messages;
+            s_.latencies_ns.push_back(
+                static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(end - start_).count()));
+        }
+        return s_.stopping ? next::close : next::send;
+    }
+
+    next fail()
+    {
+        ++s_.errors; // once, even after the end of the measured time
+        done();
+        return next::gone;
+    }
+
+    void lose()
+    {
+        // A connection cut off by the grace timer was not lost: it was closed on purpose.
+        if (!s_.stopping)
+            ++s_.errors;
+        done();
+    }
+
+    void done()
+    {
+        if (finished_)
+            return;
+        finished_ = true;
+        stop();
+        if (--s_.active == 0)
+            s_.grace.cancel();
+    }
+
+    tcp::socket sock_;
+    std::string const& frame_;
+    std::string const& payload_;
+    bool const binary_;
+    run_state& s_;
+
+    std::vector<unsigned char> in_;
+    std::size_t have_ = 0;
+    std::string message_; // a fragmented echo being put together
+    bool in_message_ = false;
+    bool message_binary_ = false;
+    std::string pong_;
+    std::string close_frame_;
+    bool closing_ = false;
+    bool finished_ = false;
+    clock_type::time_point start_;
+};
 
 template <class T>
 bool
@@ -236,28 +427,50 @@ main(int argc, char** argv)
     if (!have_port)
         return usage(argv[0]);
 
+    std::string payload(opt.size, '\0');
+    for (std::size_t i = 0; i < payload.size(); ++i)
+        payload[i] = static_cast<char>('a' + i % 26);
+    std::string const frame = client_frame(opt.binary ? 0x2 : 0x1, payload);
+
     net::io_context ioc(1);
-    std::vector<std::unique_ptr<ws_stream>> conns;
+    run_state s(ioc.get_executor());
+    std::vector<std::unique_ptr<connection>> conns;
     conns.reserve(opt.connections);
-    std::exception_ptr failure;
-    net::co_spawn(ioc, connect_all(opt, conns), [&](std::exception_ptr e) { failure = e; });
-    try {
-        ioc.run();
-        if (failure)
-            std::rethrow_exception(failure);
-    } catch (std::exception const& e) {
-        std::fprintf(stderr, "ws_load: cannot connect to ws://%s:%u%s (connection %zu of %zu): %s\n",
-                     opt.host.c_str(), static_cast<unsigned>(opt.port), opt.path.c_str(), conns.size() + 1,
-                     opt.connections, e.what());
-        return 1;
+    for (std::size_t i = 0; i < opt.connections; ++i) {
+        try {
+            std::string rest;
+            auto sock = open_connection(ioc, opt, rest);
+            conns.push_back(std::make_unique<connection>(std::move(sock), std::move(rest), frame, payload, opt.binary, s));
+        } catch (std::exception const& e) {
+            std::fprintf(stderr, "ws_load: cannot connect to ws://%s:%u%s (connection %zu of %zu): %s\n",
+                         opt.host.c_str(), static_cast<unsigned>(opt.port), opt.path.c_str(), i + 1,
+                         opt.connections, e.what());
+            return 1;
+        }
     }
 
-    run_state s(ioc.get_executor());
+    auto const to_duration = [](double seconds) {
+        return std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(seconds));
+    };
     s.latencies_ns.reserve(1 << 20);
-    ioc.restart();
-    net::co_spawn(ioc, run(opt, conns, s), [](std::exception_ptr e) {
-        if (e)
-            std::rethrow_exception(e);
+    s.measure_from = clock_type::now() + to_duration(opt.warmup);
+    s.measure_until = s.measure_from + to_duration(opt.duration);
+    s.active = conns.size();
+    for (auto& c : conns)
+        c->start();
+
+    net::steady_timer timer(ioc, s.measure_until);
+    timer.async_wait([&](beast::error_code) {
+        s.stopping = true;
+        // Every connection finishes its round trip and closes; those that take too long
+        // are cut off.
+        if (s.active == 0)
+            return;
+        s.grace.expires_after(std::chrono::seconds(2));
+        s.grace.async_wait([&](beast::error_code) {
+            for (auto& c : conns)
+                c->stop();
+        });
     });
     try {
         ioc.run();

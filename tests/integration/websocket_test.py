@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 import unittest
+import zlib
 
 import httpx
 import websockets
@@ -617,6 +618,39 @@ class WebSocketFramingTests(DefaultServerTestCase):
         events = raw.read_events(len(self.MESSAGES))
         sender.finish(timeout=10)
         self.assertEvents(events, self.MESSAGES)
+
+    def test_each_echo_is_one_frame_with_the_shortest_length(self):
+        raw = self.open()
+        data = b"".join(client_frame(k, p) for k, p in self.MESSAGES)
+        sender = Sender(lambda: raw.sock.sendall(data))
+        sender.start()
+        for kind, payload in self.MESSAGES:
+            b0, b1 = raw._read_exact(2)
+            n = len(payload)
+            want_form = n if n < 126 else 126 if n < 1 << 16 else 127
+            self.assertEqual((b0 & 0x80, b0 & 0x70, b0 & 0x0F), (0x80, 0, OPCODES[kind]),
+                             "%s message of %d bytes: FIN, no RSV, its opcode" % (kind, n))
+            self.assertEqual(b1, want_form, "%d bytes: unmasked, the shortest length form" % n)
+            if b1 == 126:
+                self.assertEqual(struct.unpack("!H", raw._read_exact(2))[0], n)
+            elif b1 == 127:
+                self.assertEqual(struct.unpack("!Q", raw._read_exact(8))[0], n)
+            self.assertTrue(raw._read_exact(n) == payload, "payload of the %d-byte echo" % n)
+        sender.finish()
+
+    def test_echo_is_compressed_when_deflate_was_negotiated(self):
+        raw = RawWebSocket(self.server.port, "/ws/echo",
+                           extra=["Sec-WebSocket-Extensions: permessage-deflate"])
+        self.addCleanup(raw.close)
+        self.assertEqual(raw.status, 101)
+        self.assertIn("permessage-deflate", raw.headers.get("sec-websocket-extensions", ""))
+        message = b"a compressible line of text\n" * 300
+        raw.sock.sendall(client_frame("text", message))  # a client need not compress
+        fin, rsv, opcode, payload = raw.read_frame_full()
+        self.assertEqual((fin, rsv, opcode), (True, 4, 0x1), "one compressed (RSV1) text frame")
+        self.assertLess(len(payload), len(message) // 4)
+        # RFC 7692 7.2.1: the payload is a raw DEFLATE stream without its final empty block.
+        self.assertEqual(zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff"), message)
 
     FRAGMENTED_TEXT = "fragmented h\u00e9llo w\u00f6rld, " + "x" * 200 + " \u20ac end"
 

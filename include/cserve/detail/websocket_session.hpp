@@ -170,8 +170,9 @@ async_teardown(boost::beast::role_type role, ws_layer& s, Handler&& handler)
 // peer is noticed) with a plain handler, not a coroutine. When what arrived holds a
 // whole message, Beast reads it synchronously from the buffer and the message goes
 // straight to an application waiting in receive() (resumed in place), or to a queue of at
-// most ws_max_queue messages; a full queue stops the reading. send() writes through
-// Beast synchronously too and waits only when the socket did not take everything.
+// most ws_max_queue messages; a full queue stops the reading. send() writes a message as
+// one frame (through Beast when it is compressed) synchronously too, and waits only when
+// the socket did not take everything.
 class websocket_session final : public std::enable_shared_from_this<websocket_session>, public channel {
 public:
     CSERVE_DECL explicit websocket_session(http1_connection& conn);
@@ -227,6 +228,7 @@ private:
     bool reader_blocked_ = false; // the queue is full: reading waits for receive()
     bool write_failed_ = false;
     bool we_closed_ = false; // the server sent the close: its code is the one reported
+    bool compress_ = false;  // permessage-deflate was negotiated: Beast writes the messages
     int tasks_ = 0;          // pinger and finish() still running
     int close_code_ = 1006;
     std::string close_reason_;

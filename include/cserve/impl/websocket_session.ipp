@@ -146,6 +146,28 @@ unmask(char* p, std::size_t n, unsigned char const* key) noexcept
         p[i] = static_cast<char>(p[i] ^ key[i % 4]);
 }
 
+// The header of an unmasked, unfragmented server frame (RFC 6455 §5.2) carrying `n`
+// payload bytes; returns its size (2, 4 or 10).
+inline std::size_t
+frame_header(unsigned char (&h)[10], unsigned opcode, std::uint64_t n) noexcept
+{
+    h[0] = static_cast<unsigned char>(0x80 | opcode);
+    if (n < 126) {
+        h[1] = static_cast<unsigned char>(n);
+        return 2;
+    }
+    if (n < 65536) {
+        h[1] = 126;
+        h[2] = static_cast<unsigned char>(n >> 8);
+        h[3] = static_cast<unsigned char>(n);
+        return 4;
+    }
+    h[1] = 127;
+    for (std::size_t i = 0; i < 8; ++i)
+        h[2 + i] = static_cast<unsigned char>(n >> (56 - 8 * i));
+    return 10;
+}
+
 } // namespace ws_detail
 
 websocket_session::websocket_session(http1_connection& conn)
@@ -330,7 +352,10 @@ websocket_session::accept(websocket::accept& a)
         req.insert(name, value);
 
     ws_.set_option(bws::stream_base::decorator(
-        [&cfg, sub = a.subprotocol, extra = a.headers](bws::response_type& res) {
+        [this, &cfg, sub = a.subprotocol, extra = a.headers](bws::response_type& res) {
+            // Beast has answered the offer by now: an extension in the answer is the
+            // compression both sides use.
+            compress_ = res.count(bhttp::field::sec_websocket_extensions) != 0;
             if (cfg.server_header)
                 res.set(bhttp::field::server, "cserve");
             else
@@ -775,10 +800,19 @@ websocket_session::send(event e)
                                               "'websocket.send' needs exactly one of bytes and text");
         if (state_ != state::open || write_failed_)
             throw client_disconnected();
-        ws_.text(m->text.has_value());
         auto const& payload = m->text ? *m->text : *m->bytes;
         boost::system::error_code ec;
-        ws_.write(net::buffer(payload), ec);
+        if (compress_) {
+            ws_.text(m->text.has_value());
+            ws_.write(net::buffer(payload), ec);
+        } else {
+            // Uncompressed, a message is one frame the session frames itself, written in
+            // order with Beast's control frames through the same layer.
+            unsigned char head[10];
+            auto const n = ws_detail::frame_header(head, m->text ? 0x1 : 0x2, payload.size());
+            std::array<net::const_buffer, 2> const frame{net::buffer(head, n), net::buffer(payload)};
+            ws_.next_layer().write_some(frame, ec);
+        }
         if (ec) {
             write_failed_ = true;
             throw client_disconnected();
