@@ -17,19 +17,26 @@
 //
 // The client has to stay cheaper than the servers it loads, or the measurement shows the
 // client's limit: a server waiting for its client reads before the next message is there
-// and pays for the failed reads. So frames are written and read by hand: the masked frame
-// is built once and written with one non-blocking send a message, and the echo is checked
-// where it was read (RFC 6455 §5: a client masks, a server does not). Pings from the server
-// are answered; fragmented echoes are put together.
+// and pays for the failed reads. So, after a handshake through Beast's HTTP parser, frames
+// are written and read by hand on an edge-triggered epoll loop of its own, as wrk does: the
+// masked frame is built once and written with one send() a message, the echo is read with
+// one recv() (a short read leaves nothing behind) and checked where it was read (RFC 6455
+// §5: a client masks, a server does not). Pings from the server are answered; fragmented
+// echoes are put together.
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <charconv>
 #include <chrono>
 #include <cmath>
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -38,6 +45,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <vector>
 
 namespace {
@@ -61,8 +69,6 @@ struct options {
 
 // Everything the connections share; one thread, so no locking.
 struct run_state {
-    explicit run_state(net::any_io_executor ex) : grace(ex) {}
-
     clock_type::time_point measure_from;
     clock_type::time_point measure_until;
     bool stopping = false;
@@ -70,7 +76,6 @@ struct run_state {
     std::uint64_t messages = 0;
     std::uint64_t errors = 0;
     std::vector<std::uint64_t> latencies_ns; // measured round trips only
-    net::steady_timer grace;                 // how long closing may take
 };
 
 constexpr std::array<unsigned char, 4> mask_key{0x37, 0xfa, 0x21, 0x3d};
@@ -135,81 +140,119 @@ open_connection(net::io_context& ioc, options const& opt, std::string& rest)
 
 class connection {
 public:
-    connection(tcp::socket sock, std::string rest, std::string const& frame, std::string const& payload,
+    connection(int fd, int epoll_fd, std::string const& rest, std::string const& frame, std::string const& payload,
                bool binary, run_state& s)
-        : sock_(std::move(sock)), frame_(frame), payload_(payload), binary_(binary), s_(s)
+        : fd_(fd), epoll_fd_(epoll_fd), frame_(frame), payload_(payload), binary_(binary), s_(s)
     {
-        in_.resize(std::max<std::size_t>(16 * 1024, 2 * (payload.size() + 14)));
-        std::memcpy(in_.data(), rest.data(), std::min(rest.size(), in_.size()));
-        have_ = std::min(rest.size(), in_.size());
+        in_.resize(std::max<std::size_t>(16 * 1024, 2 * (payload.size() + 14) + rest.size()));
+        std::memcpy(in_.data(), rest.data(), rest.size());
+        have_ = rest.size();
     }
+
+    connection(connection const&) = delete;
+    connection& operator=(connection const&) = delete;
+    ~connection() { stop(); }
 
     void start() { send_message(); }
 
+    int fd() const noexcept { return fd_; }
+
+    // Closes the socket: when done, or cut off at the end of the grace time.
     void stop() noexcept
     {
-        beast::error_code ec;
-        sock_.close(ec);
+        if (fd_ >= 0)
+            ::close(fd_);
+        fd_ = -1;
+    }
+
+    void on_event(std::uint32_t events)
+    {
+        if (finished_)
+            return;
+        if ((events & EPOLLOUT) != 0 && !out_.empty())
+            write_pending();
+        if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) != 0 && !finished_)
+            read();
     }
 
 private:
-    // Writes what the socket takes at once, the rest (rarely any) asynchronously; `then`
-    // runs when all of it is written.
-    template <class Then>
-    void write(std::string const& bytes, Then then)
+    // Sends what the socket takes now; the rest waits for EPOLLOUT (rarely: the server
+    // reads what a connection sends before it answers).
+    void write(std::string_view bytes)
     {
-        beast::error_code ec;
-        auto n = sock_.write_some(net::buffer(bytes), ec);
-        if (ec == net::error::would_block) {
-            ec = {};
-            n = 0;
+        if (!out_.empty()) {
+            out_.append(bytes); // a pong behind the rest of a message
+            return;
         }
-        if (ec)
+        auto const n = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
             return lose();
-        if (n == bytes.size())
-            return then();
-        net::async_write(sock_, net::buffer(bytes) + n, [this, then](beast::error_code wec, std::size_t) {
-            if (wec)
-                return lose();
-            then();
-        });
+        auto const sent = n < 0 ? std::size_t{0} : static_cast<std::size_t>(n);
+        if (sent == bytes.size())
+            return;
+        out_.assign(bytes.substr(sent));
+        watch(EPOLLIN | EPOLLOUT | EPOLLET);
+    }
+
+    void write_pending()
+    {
+        auto const n = ::send(fd_, out_.data(), out_.size(), MSG_NOSIGNAL);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+            return lose();
+        if (n > 0)
+            out_.erase(0, static_cast<std::size_t>(n));
+        if (out_.empty())
+            watch(EPOLLIN | EPOLLET);
+    }
+
+    void watch(std::uint32_t events)
+    {
+        epoll_event ev{};
+        ev.events = events;
+        ev.data.ptr = this;
+        ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd_, &ev);
     }
 
     void send_message()
     {
         start_ = clock_type::now();
-        write(frame_, [this] { read(); });
+        write(frame_);
     }
 
-    // Reads until the next whole echo (or the end of the connection), then acts on it.
+    // Reads what arrived, and acts on the first whole echo in it.
     void read()
     {
-        switch (parse()) {
-        case next::more:
-            break;
-        case next::send:
-            return send_message();
-        case next::close:
-            // Close with 1000 and read until the server's close frame (or its end of stream).
-            closing_ = true;
-            close_frame_ = client_frame(0x8, std::string_view("\x03\xe8", 2));
-            return write(close_frame_, [this] { read(); });
-        case next::gone:
-            return;
+        bool drained = false; // a short read emptied the socket: the next edge brings more
+        for (;;) {
+            switch (parse()) {
+            case next::more:
+                break;
+            case next::send:
+                return send_message();
+            case next::close:
+                // Close with 1000 and read until the server's close frame (or its end of
+                // stream).
+                closing_ = true;
+                return write(close_frame_);
+            case next::gone:
+                return;
+            }
+            if (drained)
+                return;
+            if (have_ == in_.size())
+                in_.resize(in_.size() * 2);
+            auto const room = in_.size() - have_;
+            auto const n = ::recv(fd_, in_.data() + have_, room, 0);
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                return;
+            if (n <= 0)
+                return closing_ ? done() : lose();
+            have_ += static_cast<std::size_t>(n);
+            drained = static_cast<std::size_t>(n) < room;
         }
-        if (have_ == in_.size())
-            in_.resize(in_.size() * 2);
-        sock_.async_read_some(net::buffer(in_.data() + have_, in_.size() - have_),
-                              [this](beast::error_code ec, std::size_t n) {
-                                  if (ec)
-                                      return closing_ ? done() : lose();
-                                  have_ += n;
-                                  read();
-                              });
     }
 
     enum class next { more, send, close, gone };
-
     // Takes the complete frames off the input, up to and including the first whole echo.
     next parse()
     {
@@ -248,13 +291,9 @@ private:
             pos += head + len;
             switch (opcode) {
             case 0x9: { // ping: answered with the same payload, at once
-                pong_ = client_frame(0xa, body);
-                beast::error_code ec;
-                net::write(sock_, net::buffer(pong_), ec);
-                if (ec) {
-                    lose();
+                write(client_frame(0xa, body));
+                if (finished_)
                     return next::gone;
-                }
                 break;
             }
             case 0xa:
@@ -317,7 +356,7 @@ private:
 
     void lose()
     {
-        // A connection cut off by the grace timer was not lost: it was closed on purpose.
+        // A connection cut off by the grace time was not lost: it was closed on purpose.
         if (!s_.stopping)
             ++s_.errors;
         done();
@@ -329,11 +368,11 @@ private:
             return;
         finished_ = true;
         stop();
-        if (--s_.active == 0)
-            s_.grace.cancel();
+        --s_.active;
     }
 
-    tcp::socket sock_;
+    int fd_;
+    int const epoll_fd_;
     std::string const& frame_;
     std::string const& payload_;
     bool const binary_;
@@ -341,14 +380,14 @@ private:
 
     std::vector<unsigned char> in_;
     std::size_t have_ = 0;
+    std::string out_;     // what the socket did not take yet
     std::string message_; // a fragmented echo being put together
     bool in_message_ = false;
     bool message_binary_ = false;
-    std::string pong_;
-    std::string close_frame_;
     bool closing_ = false;
     bool finished_ = false;
     clock_type::time_point start_;
+    std::string const close_frame_ = client_frame(0x8, std::string_view("\x03\xe8", 2));
 };
 
 template <class T>
@@ -432,15 +471,25 @@ main(int argc, char** argv)
         payload[i] = static_cast<char>('a' + i % 26);
     std::string const frame = client_frame(opt.binary ? 0x2 : 0x1, payload);
 
-    net::io_context ioc(1);
-    run_state s(ioc.get_executor());
+    net::io_context ioc(1); // for the handshakes only
+    run_state s;
+    int const epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
+    if (epoll_fd < 0) {
+        std::perror("ws_load: epoll_create1");
+        return 1;
+    }
     std::vector<std::unique_ptr<connection>> conns;
     conns.reserve(opt.connections);
     for (std::size_t i = 0; i < opt.connections; ++i) {
         try {
             std::string rest;
             auto sock = open_connection(ioc, opt, rest);
-            conns.push_back(std::make_unique<connection>(std::move(sock), std::move(rest), frame, payload, opt.binary, s));
+            conns.push_back(std::make_unique<connection>(sock.release(), epoll_fd, rest, frame, payload, opt.binary, s));
+            epoll_event ev{};
+            ev.events = EPOLLIN | EPOLLET;
+            ev.data.ptr = conns.back().get();
+            if (::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, conns.back()->fd(), &ev) != 0)
+                throw std::system_error(errno, std::generic_category(), "epoll_ctl");
         } catch (std::exception const& e) {
             std::fprintf(stderr, "ws_load: cannot connect to ws://%s:%u%s (connection %zu of %zu): %s\n",
                          opt.host.c_str(), static_cast<unsigned>(opt.port), opt.path.c_str(), i + 1,
@@ -459,25 +508,29 @@ main(int argc, char** argv)
     for (auto& c : conns)
         c->start();
 
-    net::steady_timer timer(ioc, s.measure_until);
-    timer.async_wait([&](beast::error_code) {
-        s.stopping = true;
-        // Every connection finishes its round trip and closes; those that take too long
-        // are cut off.
-        if (s.active == 0)
-            return;
-        s.grace.expires_after(std::chrono::seconds(2));
-        s.grace.async_wait([&](beast::error_code) {
-            for (auto& c : conns)
-                c->stop();
-        });
-    });
-    try {
-        ioc.run();
-    } catch (std::exception const& e) {
-        std::fprintf(stderr, "ws_load: %s\n", e.what());
-        return 1;
+    // After the measured time every connection finishes its round trip and closes; those
+    // that take more than the grace time are cut off.
+    auto const grace = std::chrono::seconds(2);
+    std::array<epoll_event, 256> events;
+    while (s.active > 0) {
+        auto const now = clock_type::now();
+        if (!s.stopping && now >= s.measure_until)
+            s.stopping = true;
+        if (s.stopping && now >= s.measure_until + grace)
+            break;
+        auto const until = s.stopping ? s.measure_until + grace : s.measure_until;
+        auto const wait_ms = std::chrono::duration_cast<std::chrono::milliseconds>(until - now).count() + 1;
+        int const n = ::epoll_wait(epoll_fd, events.data(), static_cast<int>(events.size()),
+                                   static_cast<int>(std::min<long long>(wait_ms, 100)));
+        if (n < 0 && errno != EINTR) {
+            std::perror("ws_load: epoll_wait");
+            return 1;
+        }
+        for (int i = 0; i < n; ++i)
+            static_cast<connection*>(events[static_cast<std::size_t>(i)].data.ptr)->on_event(events[static_cast<std::size_t>(i)].events);
     }
+    conns.clear(); // closes what is still open
+    ::close(epoll_fd);
 
     double const rate = static_cast<double>(s.messages) / opt.duration;
     double const p50 = percentile_us(s.latencies_ns, 0.50);

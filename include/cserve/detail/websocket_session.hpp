@@ -203,6 +203,7 @@ private:
     CSERVE_DECL void deliver(event e, bool in_place);
     CSERVE_DECL void deliver_disconnect(bool in_place);
     CSERVE_DECL void cancel_receive() noexcept;
+    CSERVE_DECL void write_message(bool text, std::string const& payload, boost::system::error_code& ec);
     CSERVE_DECL void flush();
     CSERVE_DECL void on_flushed(boost::system::error_code ec);
     CSERVE_DECL task<> wait_until_flushed();

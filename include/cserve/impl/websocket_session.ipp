@@ -655,6 +655,22 @@ websocket_session::deliver_disconnect(bool in_place)
 // Writing: Beast writes through the layer; what the socket did not take is flushed here.
 
 void
+websocket_session::write_message(bool text, std::string const& payload, boost::system::error_code& ec)
+{
+    if (compress_) {
+        ws_.text(text);
+        ws_.write(net::buffer(payload), ec);
+        return;
+    }
+    // Uncompressed, a message is one frame the session frames itself, written in order
+    // with Beast's control frames through the same layer.
+    unsigned char head[10];
+    auto const n = ws_detail::frame_header(head, text ? 0x1 : 0x2, payload.size());
+    std::array<net::const_buffer, 2> const frame{net::buffer(head, n), net::buffer(payload)};
+    ws_.next_layer().write_some(frame, ec);
+}
+
+void
 websocket_session::flush()
 {
     auto& layer = ws_.next_layer();
@@ -802,17 +818,7 @@ websocket_session::send(event e)
             throw client_disconnected();
         auto const& payload = m->text ? *m->text : *m->bytes;
         boost::system::error_code ec;
-        if (compress_) {
-            ws_.text(m->text.has_value());
-            ws_.write(net::buffer(payload), ec);
-        } else {
-            // Uncompressed, a message is one frame the session frames itself, written in
-            // order with Beast's control frames through the same layer.
-            unsigned char head[10];
-            auto const n = ws_detail::frame_header(head, m->text ? 0x1 : 0x2, payload.size());
-            std::array<net::const_buffer, 2> const frame{net::buffer(head, n), net::buffer(payload)};
-            ws_.next_layer().write_some(frame, ec);
-        }
+        write_message(m->text.has_value(), payload, ec);
         if (ec) {
             write_failed_ = true;
             throw client_disconnected();
