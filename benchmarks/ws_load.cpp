@@ -253,6 +253,7 @@ private:
     }
 
     enum class next { more, send, close, gone };
+
     // Takes the complete frames off the input, up to and including the first whole echo.
     next parse()
     {
@@ -305,6 +306,8 @@ private:
                 return next::gone;
             case 0x1:
             case 0x2:
+                if (in_message_)
+                    return fail(); // a new message inside a fragmented one
                 message_binary_ = opcode == 0x2;
                 if (fin) {
                     result = on_message(body);
