@@ -1,4 +1,4 @@
-// cserve/detail/text.hpp -- small helpers for HTTP field values
+// cserve/detail/text.hpp -- small helpers for HTTP field names and values
 // SPDX-License-Identifier: BSL-1.0
 #ifndef CSERVE_DETAIL_TEXT_HPP
 #define CSERVE_DETAIL_TEXT_HPP
@@ -35,6 +35,48 @@ for_each_item(std::string_view list, F f)
         list.remove_prefix(comma + 1);
     }
 }
+
+namespace http1 {
+
+inline bool
+is_tchar(unsigned char c) noexcept
+{
+    // RFC 9110 §5.6.2 token characters.
+    if (c >= '0' && c <= '9')
+        return true;
+    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')
+        return true;
+    switch (c) {
+    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
+    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
+        return true;
+    default:
+        return false;
+    }
+}
+
+inline bool
+valid_field_name(std::string_view s) noexcept
+{
+    if (s.empty())
+        return false;
+    for (unsigned char c : s)
+        if (!is_tchar(c))
+            return false;
+    return true;
+}
+
+inline bool
+valid_field_value(std::string_view s) noexcept
+{
+    // No CR, LF or NUL: anything else a peer can parse (RFC 9110 §5.5).
+    for (unsigned char c : s)
+        if (c == '\r' || c == '\n' || c == '\0')
+            return false;
+    return true;
+}
+
+} // namespace http1
 
 } // namespace cserve::detail
 

@@ -5,6 +5,7 @@
 
 #include <cserve/detail/http1_connection.hpp>
 #include <cserve/detail/http_date.hpp>
+#include <cserve/detail/text.hpp>
 #include <cserve/error.hpp>
 
 #include <boost/asio/as_tuple.hpp>
@@ -77,44 +78,6 @@ local_states() noexcept
 {
     static thread_local state_cache c;
     return c;
-}
-
-inline bool
-is_tchar(unsigned char c) noexcept
-{
-    // RFC 9110 §5.6.2 token characters.
-    if (c >= '0' && c <= '9')
-        return true;
-    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')
-        return true;
-    switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
-    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
-        return true;
-    default:
-        return false;
-    }
-}
-
-inline bool
-valid_field_name(std::string_view s) noexcept
-{
-    if (s.empty())
-        return false;
-    for (unsigned char c : s)
-        if (!is_tchar(c))
-            return false;
-    return true;
-}
-
-inline bool
-valid_field_value(std::string_view s) noexcept
-{
-    // No CR, LF or NUL: anything else a peer can parse (RFC 9110 §5.5).
-    for (unsigned char c : s)
-        if (c == '\r' || c == '\n' || c == '\0')
-            return false;
-    return true;
 }
 
 inline std::string_view

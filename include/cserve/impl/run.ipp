@@ -7,6 +7,7 @@
 #include <cserve/error.hpp>
 #include <cserve/proxy_headers.hpp>
 #include <cserve/server.hpp>
+#include <cserve/detail/text.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -87,20 +88,6 @@ parse_bool(std::string_view v) noexcept
     if (lower == "false" || lower == "0" || lower == "no" || lower == "off")
         return false;
     return std::nullopt;
-}
-
-inline bool
-valid_header_name(std::string_view s) noexcept
-{
-    if (s.empty())
-        return false;
-    for (unsigned char c : s) {
-        bool ok = (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') ||
-                  std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
-        if (!ok)
-            return false;
-    }
-    return true;
 }
 
 inline std::span<flag_spec const>
@@ -246,7 +233,7 @@ flag_table()
              auto value = v.substr(colon + 1);
              while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
                  value.remove_prefix(1);
-             if (!valid_header_name(name) || value.find_first_of("\r\n") != std::string_view::npos)
+             if (!http1::valid_field_name(name) || !http1::valid_field_value(value))
                  bad_value(n, v, "a valid header");
              c.headers.emplace_back(std::string(name), std::string(value));
          }},
