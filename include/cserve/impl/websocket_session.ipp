@@ -16,6 +16,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/message.hpp>
+#include <boost/beast/websocket/detail/frame.hpp>
 #include <boost/beast/websocket/detail/utf8_checker.hpp>
 #include <boost/beast/websocket/error.hpp>
 #include <boost/core/demangle.hpp>
@@ -144,28 +145,6 @@ unmask(char* p, std::size_t n, unsigned char const* key) noexcept
     }
     for (; i < n; ++i)
         p[i] = static_cast<char>(p[i] ^ key[i % 4]);
-}
-
-// The header of an unmasked, unfragmented server frame (RFC 6455 §5.2) carrying `n`
-// payload bytes; returns its size (2, 4 or 10).
-inline std::size_t
-frame_header(unsigned char (&h)[10], unsigned opcode, std::uint64_t n) noexcept
-{
-    h[0] = static_cast<unsigned char>(0x80 | opcode);
-    if (n < 126) {
-        h[1] = static_cast<unsigned char>(n);
-        return 2;
-    }
-    if (n < 65536) {
-        h[1] = 126;
-        h[2] = static_cast<unsigned char>(n >> 8);
-        h[3] = static_cast<unsigned char>(n);
-        return 4;
-    }
-    h[1] = 127;
-    for (std::size_t i = 0; i < 8; ++i)
-        h[2 + i] = static_cast<unsigned char>(n >> (56 - 8 * i));
-    return 10;
 }
 
 } // namespace ws_detail
@@ -662,11 +641,16 @@ websocket_session::write_message(bool text, std::string const& payload, boost::s
         ws_.write(net::buffer(payload), ec);
         return;
     }
-    // Uncompressed, a message is one frame the session frames itself, written in order
+    // Uncompressed, a message is one unmasked frame with Beast's header, written in order
     // with Beast's control frames through the same layer.
-    unsigned char head[10];
-    auto const n = ws_detail::frame_header(head, text ? 0x1 : 0x2, payload.size());
-    std::array<net::const_buffer, 2> const frame{net::buffer(head, n), net::buffer(payload)};
+    namespace bwd = boost::beast::websocket::detail;
+    bwd::frame_header fh{};
+    fh.op = text ? bwd::opcode::text : bwd::opcode::binary;
+    fh.fin = true;
+    fh.len = payload.size();
+    bwd::fh_buffer head;
+    bwd::write(head, fh);
+    std::array<net::const_buffer, 2> const frame{head.data(), net::buffer(payload)};
     ws_.next_layer().write_some(frame, ec);
 }
 
