@@ -9,6 +9,10 @@
 #                   CSERVE_SEPARATE_COMPILATION=ON so the full suite also runs in the other
 #                   mode. Only what its ctest run needs is built; the consumer tests (cmake.*)
 #                   are not repeated.
+#   3. build-boost-next/  the newest Boost.Asio and Beast (a header-only Boost tree, from
+#                   ../shared/boost-next/boost-next.tar.xz or CSERVE_BOOST_NEXT): the examples and
+#                   the unit tests, -O0 to keep the pass short. Skipped with a note where the
+#                   archive is absent, except under CI (CI=true), where it must be there.
 #
 # The last line printed is the summary of the last ctest run. Exits non-zero if any step fails.
 # Environment: CSERVE_JOBS (default 2) parallel jobs for the build and for ctest;
@@ -80,6 +84,48 @@ cmake --build build-asan -j"$jobs" --target cserve_test_binaries
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:strict_init_order=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
 run_ctest build-asan "asan+ubsan, separate compilation" -E '^cmake\.'
+
+boost_next=${CSERVE_BOOST_NEXT:-../shared/boost-next/boost-next.tar.xz}
+if [[ -f "$boost_next" ]]; then
+  step "extract the newest Boost ($boost_next)"
+  boost_tree=build-boost-next/boost
+  rm -rf "$boost_tree"
+  mkdir -p "$boost_tree"
+  tar -xJf "$boost_next" -C "$boost_tree"
+  boost_include=$(dirname "$(find "$boost_tree" -path '*/include/boost/version.hpp' | head -n 1)")
+  boost_include=$(cd "$boost_include/.." && pwd)
+  grep -E '^#define BOOST_(LIB_)?VERSION ' "$boost_include/boost/version.hpp"
+
+  step "configure build-boost-next/ (Boost from $boost_include, header-only, -O0, $cxx)"
+  cmake -S . -B build-boost-next \
+    "-DCMAKE_CXX_COMPILER=$cxx" \
+    -DCMAKE_BUILD_TYPE=Debug \
+    -DCMAKE_CXX_FLAGS_DEBUG=-O0 \
+    -DCSERVE_BUILD_TESTS=ON \
+    -DCSERVE_BUILD_EXAMPLES=ON \
+    -DCSERVE_INSTALL=OFF \
+    "-DBOOST_INCLUDEDIR=$boost_include" \
+    -DBoost_NO_SYSTEM_PATHS=ON \
+    -DBoost_NO_BOOST_CMAKE=ON
+
+  # The system's Boost sits on the default include path: a header the tree lacks would be
+  # taken from there without a word.
+  if "$cxx" -std=c++20 -Iinclude -isystem "$boost_include" -fsyntax-only -H include/cserve/cserve.hpp 2>&1 |
+      grep -q '/usr/include/boost/'; then
+    echo "build-boost-next: <cserve/cserve.hpp> reaches the system's Boost" >&2
+    exit 1
+  fi
+
+  step "build build-boost-next/ (test binaries and examples)"
+  cmake --build build-boost-next -j"$jobs" --target cserve_test_binaries
+
+  run_ctest build-boost-next "newest Boost, unit tests" -LE 'integration|cmake'
+elif [[ "${CI:-}" == true ]]; then
+  echo "scripts/test.sh: $boost_next is missing: the newest-Boost pass cannot run" >&2
+  exit 1
+else
+  summaries+=("newest Boost: skipped ($boost_next not found)")
+fi
 
 step "summary"
 for line in "${summaries[@]}"; do

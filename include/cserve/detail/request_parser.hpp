@@ -4,6 +4,7 @@
 #define CSERVE_DETAIL_REQUEST_PARSER_HPP
 
 #include <cserve/detail/config.hpp>
+#include <cserve/detail/boost_compat.hpp>
 #include <cserve/detail/text.hpp>
 
 #include <boost/beast/core/string.hpp>
@@ -169,6 +170,14 @@ private:
         default: break;
         }
     }
+
+#if CSERVE_DETAIL_BEAST_TRAILER_FIELD_IMPL
+    void
+    on_trailer_field_impl(field, string_view, string_view, error_code&) override
+    {
+        // A chunked body's trailer fields: ASGI has no request trailers.
+    }
+#endif
 
     void
     on_header_impl(error_code& ec) override

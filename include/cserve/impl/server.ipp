@@ -5,6 +5,7 @@
 
 #include <cserve/server.hpp>
 #include <cserve/proxy_headers.hpp>
+#include <cserve/detail/boost_compat.hpp>
 #include <cserve/detail/http1_connection.hpp>
 #include <cserve/detail/lifespan_session.hpp>
 #include <cserve/detail/server_impl.hpp>
@@ -70,7 +71,7 @@ to_address(net::generic::stream_protocol::endpoint const& ep)
 
 server_impl::server_impl(net::io_context& ioc, app_function app, config cfg)
     : ioc_(ioc)
-    , multi_threaded_(net::use_service<net::detail::io_context_impl>(ioc).concurrency_hint() != 1)
+    , multi_threaded_(!one_thread_hint(ioc))
     , executor_(multi_threaded_ ? net::any_io_executor(net::make_strand(ioc)) : net::any_io_executor(ioc.get_executor()))
     , app_(std::move(app))
     , cfg_(std::move(cfg))
