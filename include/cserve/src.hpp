@@ -17,5 +17,6 @@
 #include <cserve/impl/proxy_headers.ipp>
 #include <cserve/impl/run.ipp>
 #include <cserve/impl/server.ipp>
+#include <cserve/impl/worker_policy.ipp>
 
 #endif
