@@ -19,6 +19,8 @@
 
 namespace cserve::detail {
 
+namespace net = boost::asio;
+
 // Runs the application once on a lifespan scope for the whole life of the server. The
 // application's coroutine may outlive the server (an application that never returns), so
 // the session is shared with it and touches nothing of the server's from receive/send.
