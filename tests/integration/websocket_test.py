@@ -544,6 +544,24 @@ class WebSocketConfigTests(ServerTestCase):
                 self.assertEqual(close_code(events[0][1]), 1009)
         self.assertEqual(server.stop(), 0)
 
+    def test_close_codes_an_app_may_not_send_become_1011(self):
+        # RFC 6455 7.4: an application may close with 1000-1003, 1007-1014, 3000-4999.
+        server = self.start_server()
+        for code, want in [(999, 1011), (1004, 1011), (1005, 1011), (1006, 1011), (1015, 1011),
+                           (2000, 1011), (2999, 1011), (5000, 1011), (66536, 1011),
+                           (1000, 1000), (1003, 1003), (1007, 1007), (1014, 1014),
+                           (3000, 3000), (4999, 4999)]:
+            with self.subTest(code=code):
+                raw = RawWebSocket(server.port, "/ws/close/%d" % code)
+                raw.sock.settimeout(3)
+                kind, payload = raw.read_event()
+                raw.sock.sendall(client_frame("close", payload[:2]))
+                rest = raw.read_until_eof()
+                raw.close()
+                self.assertEqual((kind, close_code(payload), rest), ("close", want, []))
+        self.assertEqual(server.stop(), 0)
+        self.assertIn("Exception in ASGI application", server.log_text())
+
     def test_no_deflate_flag(self):
         server = self.start_server("--ws-per-message-deflate", "false")
 

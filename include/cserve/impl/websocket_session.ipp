@@ -163,6 +163,15 @@ next_unit(unsigned char const* p, std::size_t n, std::uint64_t max_size, bool de
     }
 }
 
+// Whether an application may close with `code` (RFC 6455 §7.4.1, §7.4.2 and the IANA
+// registry): 1004 is reserved, 1005, 1006 and 1015 never go on the wire, 1016-2999 are
+// for the protocol and its extensions, and above 4999 nothing is defined.
+inline constexpr bool
+valid_close_code(int code) noexcept
+{
+    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
+}
+
 // Unmasks a client's payload in place (RFC 6455 §5.3), eight bytes at a time.
 inline void
 unmask(char* p, std::size_t n, unsigned char const* key) noexcept
@@ -948,6 +957,12 @@ websocket_session::send(event e)
             log_handshake("403");
             co_await conn_.respond_simple(403, "");
         } else if (state_ == state::open) {
+            // The close frame's body is the code and at most 123 bytes of UTF-8 (RFC 6455
+            // §5.5, §5.5.1): refuse rather than send a code or reason the peer must reject.
+            if (!ws_detail::valid_close_code(c->code) || c->reason.size() > 123 ||
+                !boost::beast::websocket::detail::check_utf8(c->reason.data(), c->reason.size()))
+                throw boost::system::system_error(make_error_code(error::invalid_close),
+                                                  "'websocket.close' with code " + std::to_string(c->code));
             co_await close(static_cast<std::uint16_t>(c->code), c->reason);
         } else {
             http1::throw_unexpected(e, "after the connection closed");
