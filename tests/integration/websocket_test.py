@@ -506,6 +506,27 @@ class WebSocketConfigTests(ServerTestCase):
         self.assertIsNotNone(server.wait_for_line(lambda l: "ping timeout" in l, 3), server.log_text())
         self.assertEqual(server.stop(), 0)
 
+    def test_pings_come_every_interval_when_pongs_come_at_once(self):
+        # The timeout runs from each ping and its pong ends the wait: with every pong sent
+        # at once the pings keep the interval (0.2 s), not interval + timeout (1.2 s).
+        server = self.start_server("--ws-ping-interval", "0.2", "--ws-ping-timeout", "1")
+        raw = RawWebSocket(server.port, "/ws/echo")
+        self.addCleanup(raw.close)
+        self.assertEqual(raw.status, 101)
+        raw.sock.settimeout(3)
+        raw.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        times = []
+        while len(times) < 4:
+            kind, payload = raw.read_event()
+            self.assertEqual(kind, "ping")
+            times.append(time.monotonic())
+            raw.sock.sendall(client_frame("pong", payload))
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        self.assertLess(sum(gaps) / len(gaps), 0.6, "gaps between pings: %r" % gaps)
+        self.assertGreater(min(gaps), 0.1, "gaps between pings: %r" % gaps)
+        raw.close()
+        self.assertEqual(server.stop(), 0)
+
     def test_compressed_message_inflating_past_max_size_closes_1009(self):
         # 64 MiB of zeros deflate to 64 KiB: the limit stops the inflating, not the end.
         server = self.start_server("--ws-max-size", "1048576")

@@ -203,6 +203,7 @@ private:
     CSERVE_DECL void read_messages();
     CSERVE_DECL bool read_compressed(std::size_t size);
     CSERVE_DECL void fail(std::uint16_t code);
+    CSERVE_DECL void on_pong() noexcept;
     CSERVE_DECL void on_stream_error(boost::system::error_code ec);
     CSERVE_DECL void deliver(event e, bool in_place);
     CSERVE_DECL void deliver_disconnect(bool in_place);

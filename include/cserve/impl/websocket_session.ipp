@@ -415,7 +415,7 @@ websocket_session::accept(websocket::accept& a)
     ws_.set_option(timeouts);
     ws_.control_callback([this](bws::frame_type kind, boost::beast::string_view) {
         if (kind == bws::frame_type::pong)
-            awaiting_pong_ = false;
+            on_pong();
     });
 
     // Frames the client sent right behind its handshake are in the connection's buffer.
@@ -558,7 +558,7 @@ websocket_session::read_messages()
             // now, then cut out of the stream (what precedes it moves up over it).
             auto* frame = const_cast<unsigned char*>(bytes) + next.offset;
             if (next.kind == ws_detail::unit::pong) {
-                awaiting_pong_ = false;
+                on_pong();
             } else {
                 std::array<char, 125> payload;
                 auto const len = next.size - next.head;
@@ -677,6 +677,16 @@ websocket_session::fail(std::uint16_t code)
     conn_.disconnected_ = true;
     deliver_disconnect(true);
     spawn(finish());
+}
+
+void
+websocket_session::on_pong() noexcept
+{
+    // The pinger waits for this pong: its wait ends now, not at the timeout.
+    if (!awaiting_pong_)
+        return;
+    awaiting_pong_ = false;
+    ping_timer_.cancel();
 }
 
 void
@@ -838,36 +848,48 @@ websocket_session::wait_until_flushed()
 task<>
 websocket_session::pinger()
 {
+    // A ping every interval, measured from ping to ping; the timeout runs from each ping,
+    // and its pong ends the wait (as Python websockets' keepalive does), so answering
+    // pings never stretches the interval.
     auto const& cfg = srv_.cfg_;
+    auto next = std::chrono::steady_clock::now() + *cfg.ws_ping_interval;
     while (state_ == state::open) {
-        ping_timer_.expires_after(*cfg.ws_ping_interval);
+        ping_timer_.expires_at(next);
         auto [ec] = co_await ping_timer_.async_wait(ws_detail::use_tuple);
         if (ec || state_ != state::open)
             co_return;
-        awaiting_pong_ = true;
+        auto const sent = std::chrono::steady_clock::now();
+        next = sent + *cfg.ws_ping_interval;
         boost::system::error_code pec;
         ws_.ping({}, pec);
         if (!pec && !ws_.next_layer().out.empty() && !ws_.next_layer().flushing)
             flush();
         if (pec || !cfg.ws_ping_timeout)
             continue;
-        ping_timer_.expires_after(*cfg.ws_ping_timeout);
+        awaiting_pong_ = true; // on_pong() cancels only this wait
+        ping_timer_.expires_at(sent + *cfg.ws_ping_timeout);
         auto [tec] = co_await ping_timer_.async_wait(ws_detail::use_tuple);
-        if (tec || state_ != state::open)
+        if (state_ != state::open)
             co_return;
+        if (!awaiting_pong_)
+            continue; // the pong came (on_pong() cancelled the wait)
+        if (tec)
+            co_return; // stopped
         // A reader stopped by a full queue cannot see the pong: the client is not at fault.
-        if (awaiting_pong_ && !reader_blocked_) {
-            // The peer is gone or stuck: waiting for its side of a closing handshake would
-            // keep the application waiting too. Drop the connection; the failed read
-            // then reports 1011 at once.
-            srv_.log_.log(log_level::info, "WebSocket keepalive ping timeout: closing with 1011");
-            we_closed_ = true;
-            close_code_ = 1011;
-            close_reason_ = "keepalive ping timeout";
-            boost::system::error_code ignored;
-            conn_.socket_.close(ignored);
-            co_return;
+        if (reader_blocked_) {
+            awaiting_pong_ = false;
+            continue;
         }
+        // The peer is gone or stuck: waiting for its side of a closing handshake would
+        // keep the application waiting too. Drop the connection; the failed read then
+        // reports 1011 at once.
+        srv_.log_.log(log_level::info, "WebSocket keepalive ping timeout: closing with 1011");
+        we_closed_ = true;
+        close_code_ = 1011;
+        close_reason_ = "keepalive ping timeout";
+        boost::system::error_code ignored;
+        conn_.socket_.close(ignored);
+        co_return;
     }
 }
 
