@@ -407,6 +407,7 @@ class WebSocketRouteTests(DefaultServerTestCase):
         self.assertEqual(scope["scheme"], "ws")
         self.assertEqual(scope["path"], "/ws/scope")
         self.assertEqual(scope["query_string"], "a=1")
+        self.assertEqual(scope["root_path"], "")
         self.assertEqual(scope["subprotocols"], ["p1", "p2"])
         self.assertEqual(scope["client"][0], HOST)
         self.assertEqual(scope["client"][1], local_port)
@@ -525,6 +526,17 @@ class WebSocketConfigTests(ServerTestCase):
         self.assertLess(sum(gaps) / len(gaps), 0.6, "gaps between pings: %r" % gaps)
         self.assertGreater(min(gaps), 0.1, "gaps between pings: %r" % gaps)
         raw.close()
+        self.assertEqual(server.stop(), 0)
+
+    def test_ws_scope_has_root_path(self):
+        server = self.start_server("--root-path", "/api")
+
+        async def exchange():
+            async with connect(server.ws_url("/ws/scope")) as ws:
+                return await asyncio.wait_for(ws.recv(), IO_TIMEOUT)
+
+        scope = json.loads(run(exchange()))
+        self.assertEqual(scope["root_path"], "/api")
         self.assertEqual(server.stop(), 0)
 
     def test_compressed_message_inflating_past_max_size_closes_1009(self):
