@@ -246,6 +246,8 @@ scope_text(cserve::scope& scope)
     append_json_string(json, scope.path);
     json += ", \"query_string\": ";
     append_json_string(json, scope.query_string);
+    json += ", \"root_path\": ";
+    append_json_string(json, scope.root_path);
     json += ", \"scheme\": ";
     append_json_string(json, scope.scheme);
     json += ", \"subprotocols\": [";

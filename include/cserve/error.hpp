@@ -41,6 +41,11 @@ enum class error {
     /// The application reported "lifespan.startup.failed", or failed the lifespan
     /// protocol with --lifespan on.
     startup_failed,
+
+    /// The application closed a WebSocket with a code it may not send (RFC 6455 §7.4:
+    /// only 1000-1003, 1007-1014 and 3000-4999) or a reason that does not fit in a close
+    /// frame (more than 123 bytes, or not UTF-8).
+    invalid_close,
 };
 
 /// The category of cserve::error; its name is "cserve".

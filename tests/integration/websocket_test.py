@@ -88,12 +88,13 @@ def mask(payload, key):
     return (int.from_bytes(payload, "big") ^ int.from_bytes(k, "big")).to_bytes(n, "big")
 
 
-def client_frame(kind, payload=b"", fin=True, length=None):
+def client_frame(kind, payload=b"", fin=True, length=None, rsv1=False):
     """One frame as a client must send it (RFC 6455 5.2): masked with a random key, the
     shortest length form. kind is a key of OPCODES; length, if given, is the length
-    announced in the header instead of len(payload)."""
+    announced in the header instead of len(payload); rsv1 marks the first frame of a
+    compressed message (RFC 7692 6)."""
     n = len(payload) if length is None else length
-    head = struct.pack("!B", (0x80 if fin else 0) | OPCODES[kind])
+    head = struct.pack("!B", (0x80 if fin else 0) | (0x40 if rsv1 else 0) | OPCODES[kind])
     if n < 126:
         head += struct.pack("!B", 0x80 | n)
     elif n < 1 << 16:
@@ -102,6 +103,26 @@ def client_frame(kind, payload=b"", fin=True, length=None):
         head += struct.pack("!BQ", 0x80 | 127, n)
     key = os.urandom(4)
     return head + key + mask(payload, key)
+
+
+def deflated(message, compressor=None):
+    """message as a permessage-deflate payload (RFC 7692 7.2.1): a raw DEFLATE stream,
+    flushed, without its 00 00 ff ff tail. compressor: one kept across messages (context
+    takeover)."""
+    c = compressor or zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+    data = c.compress(message) + c.flush(zlib.Z_SYNC_FLUSH)
+    assert data.endswith(b"\x00\x00\xff\xff")
+    return data[:-4]
+
+
+def inflated(payload, decompressor=None):
+    """The message of a compressed frame from the server. decompressor: the connection's,
+    kept across messages (the server keeps its window: context takeover)."""
+    d = decompressor or zlib.decompressobj(-15)
+    return d.decompress(payload + b"\x00\x00\xff\xff")
+
+
+DEFLATE_OFFER = ["Sec-WebSocket-Extensions: permessage-deflate"]
 
 
 def close_payload(code, reason=b""):
@@ -386,6 +407,7 @@ class WebSocketRouteTests(DefaultServerTestCase):
         self.assertEqual(scope["scheme"], "ws")
         self.assertEqual(scope["path"], "/ws/scope")
         self.assertEqual(scope["query_string"], "a=1")
+        self.assertEqual(scope["root_path"], "")
         self.assertEqual(scope["subprotocols"], ["p1", "p2"])
         self.assertEqual(scope["client"][0], HOST)
         self.assertEqual(scope["client"][1], local_port)
@@ -484,6 +506,94 @@ class WebSocketConfigTests(ServerTestCase):
             raw.close()
         self.assertIsNotNone(server.wait_for_line(lambda l: "ping timeout" in l, 3), server.log_text())
         self.assertEqual(server.stop(), 0)
+
+    def test_pings_come_every_interval_when_pongs_come_at_once(self):
+        # The timeout runs from each ping and its pong ends the wait: with every pong sent
+        # at once the pings keep the interval (0.2 s), not interval + timeout (1.2 s).
+        server = self.start_server("--ws-ping-interval", "0.2", "--ws-ping-timeout", "1")
+        raw = RawWebSocket(server.port, "/ws/echo")
+        self.addCleanup(raw.close)
+        self.assertEqual(raw.status, 101)
+        raw.sock.settimeout(3)
+        raw.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        times = []
+        while len(times) < 4:
+            kind, payload = raw.read_event()
+            self.assertEqual(kind, "ping")
+            times.append(time.monotonic())
+            raw.sock.sendall(client_frame("pong", payload))
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        self.assertLess(sum(gaps) / len(gaps), 0.6, "gaps between pings: %r" % gaps)
+        self.assertGreater(min(gaps), 0.1, "gaps between pings: %r" % gaps)
+        raw.close()
+        self.assertEqual(server.stop(), 0)
+
+    def test_ws_scope_has_root_path(self):
+        server = self.start_server("--root-path", "/api")
+
+        async def exchange():
+            async with connect(server.ws_url("/ws/scope")) as ws:
+                return await asyncio.wait_for(ws.recv(), IO_TIMEOUT)
+
+        scope = json.loads(run(exchange()))
+        self.assertEqual(scope["root_path"], "/api")
+        self.assertEqual(server.stop(), 0)
+
+    def test_compressed_message_inflating_past_max_size_closes_1009(self):
+        # 64 MiB of zeros deflate to 64 KiB: the limit stops the inflating, not the end.
+        server = self.start_server("--ws-max-size", "1048576")
+        raw = RawWebSocket(server.port, "/ws/echo", extra=DEFLATE_OFFER)
+        self.addCleanup(raw.close)
+        raw.sock.settimeout(3)
+        c = zlib.compressobj(9, zlib.DEFLATED, -15)
+        bomb = b"".join(c.compress(bytes(1 << 20)) for _ in range(64)) + c.flush(zlib.Z_SYNC_FLUSH)
+        self.assertLess(len(bomb), 1048576)
+        start = time.monotonic()
+        sender = Sender(lambda: raw.sock.sendall(client_frame("binary", bomb[:-4], rsv1=True)))
+        sender.start()
+        events = raw.read_until_eof()
+        sender.finish()
+        self.assertEqual([k for k, _ in events], ["close"], "events: %r" % events)
+        self.assertEqual(close_code(events[0][1]), 1009)
+        self.assertLess(time.monotonic() - start, 2)
+        raw.close()
+        self.assertEqual(server.stop(), 0)
+
+    def test_compressed_frame_over_max_size_closes_1009(self):
+        # The limit holds for the bytes on the wire too: the frame's header is enough.
+        server = self.start_server("--ws-max-size", "1000")
+        for name, data in [
+                ("one frame", client_frame("binary", os.urandom(2000), rsv1=True)),
+                ("only its header", client_frame("binary", length=1001, rsv1=True)),
+                ("fragments", client_frame("binary", os.urandom(600), fin=False, rsv1=True)
+                 + client_frame("cont", os.urandom(600)))]:
+            with self.subTest(name):
+                raw = RawWebSocket(server.port, "/ws/echo", extra=DEFLATE_OFFER)
+                raw.sock.settimeout(3)
+                raw.sock.sendall(data)
+                events = raw.read_until_eof()
+                raw.close()
+                self.assertEqual([k for k, _ in events], ["close"], "events: %r" % events)
+                self.assertEqual(close_code(events[0][1]), 1009)
+        self.assertEqual(server.stop(), 0)
+
+    def test_close_codes_an_app_may_not_send_become_1011(self):
+        # RFC 6455 7.4: an application may close with 1000-1003, 1007-1014, 3000-4999.
+        server = self.start_server()
+        for code, want in [(999, 1011), (1004, 1011), (1005, 1011), (1006, 1011), (1015, 1011),
+                           (2000, 1011), (2999, 1011), (5000, 1011), (66536, 1011),
+                           (1000, 1000), (1003, 1003), (1007, 1007), (1014, 1014),
+                           (3000, 3000), (4999, 4999)]:
+            with self.subTest(code=code):
+                raw = RawWebSocket(server.port, "/ws/close/%d" % code)
+                raw.sock.settimeout(3)
+                kind, payload = raw.read_event()
+                raw.sock.sendall(client_frame("close", payload[:2]))
+                rest = raw.read_until_eof()
+                raw.close()
+                self.assertEqual((kind, close_code(payload), rest), ("close", want, []))
+        self.assertEqual(server.stop(), 0)
+        self.assertIn("Exception in ASGI application", server.log_text())
 
     def test_no_deflate_flag(self):
         server = self.start_server("--ws-per-message-deflate", "false")
@@ -651,6 +761,102 @@ class WebSocketFramingTests(DefaultServerTestCase):
         self.assertLess(len(payload), len(message) // 4)
         # RFC 7692 7.2.1: the payload is a raw DEFLATE stream without its final empty block.
         self.assertEqual(zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff"), message)
+
+    def open_deflate(self):
+        raw = RawWebSocket(self.server.port, "/ws/echo", extra=DEFLATE_OFFER)
+        self.addCleanup(raw.close)
+        self.assertEqual(raw.status, 101)
+        self.assertIn("permessage-deflate", raw.headers.get("sec-websocket-extensions", ""))
+        raw.sock.settimeout(3)
+        raw.decompressor = zlib.decompressobj(-15)
+        return raw
+
+    def read_compressed_echo(self, raw):
+        """The next message from the server, which must be one compressed frame."""
+        fin, rsv, opcode, payload = raw.read_frame_full()
+        if opcode == 0x8:
+            return "close", payload
+        self.assertEqual((fin, rsv), (True, 4), "one compressed frame (opcode %d)" % opcode)
+        return DATA_KINDS[opcode], inflated(payload, raw.decompressor)
+
+    def test_large_compressed_echo_is_one_frame(self):
+        raw = self.open_deflate()
+        message = os.urandom(100000)  # does not compress: about as long compressed
+        sender = Sender(lambda: raw.sock.sendall(client_frame("binary", message)))
+        sender.start()
+        self.assertEqual(self.read_compressed_echo(raw), ("binary", message))
+        sender.finish()
+
+    def test_compressed_messages_that_inflate_past_a_read_buffer_echo_intact(self):
+        # Each inflates to far more than Beast's read offers at a time; the client keeps
+        # its window across messages (context takeover), as the server does.
+        raw = self.open_deflate()
+        c = zlib.compressobj(9, zlib.DEFLATED, -15)
+        lines = b"".join(b"line %d of a very compressible message\n" % (i % 100) for i in range(5000))
+        messages = [bytes(57 * 1024), lines, lines, b"x" * 300000 + b"end", b"", b"short"]
+        for m in messages:
+            raw.sock.sendall(client_frame("binary", deflated(m, c), rsv1=True))
+            kind, echo = self.read_compressed_echo(raw)
+            self.assertTrue((kind, echo) == ("binary", m), "%s: %d bytes for %d" % (kind, len(echo), len(m)))
+        # A message in three fragments, only the first marked (RFC 7692 6.1).
+        data = deflated(lines, c)
+        raw.sock.sendall(client_frame("text", data[:10], fin=False, rsv1=True)
+                         + client_frame("ping", b"p") + client_frame("cont", data[10:300], fin=False)
+                         + client_frame("cont", data[300:]))
+        self.assertEqual(raw.read_frame_full(), (True, 0, 0xA, b"p"))
+        self.assertTrue(self.read_compressed_echo(raw) == ("text", lines))
+
+    def test_compressed_message_that_ends_inside_a_block_closes_1007(self):
+        # The payload's end with its 00 00 ff ff tail must end a block (RFC 7692 7.2.1).
+        # Here the tail lands inside a stored block: read again and again it is data that
+        # never ends (Beast before 1.90) or bytes the client never sent.
+        for name, payload in [
+                ("stored block of 65535 bytes begun", deflated(b"hello " * 20) + b"\xff\xff\x00\x00"),
+                ("stored block of 5 bytes begun", deflated(b"hello " * 20) + b"\x05\x00\xfa\xff"),
+                ("half a stored block header", deflated(b"x" * 4000) + b"\x00\x00")]:
+            with self.subTest(name):
+                raw = self.open_deflate()
+                raw.sock.sendall(client_frame("binary", payload, rsv1=True))
+                events = raw.read_until_eof()
+                raw.close()
+                self.assertEqual([k for k, _ in events], ["close"],
+                                 "events: %r" % [(k, len(p)) for k, p in events])
+                self.assertEqual(close_code(events[0][1]), 1007)
+
+    def test_compressed_data_that_does_not_inflate_closes_1007(self):
+        for name, kind, payload in [
+                ("reserved block type 3", "binary", b"\xff\xff\xff\xff\xff"),
+                ("distance too far back", "binary",
+                 deflated(b"refers to a window the server never saw",
+                          zlib.compressobj(6, zlib.DEFLATED, -15,
+                                           zdict=b"refers to a window the server never saw"))),
+                ("invalid UTF-8 text", "text", deflated(b"\xc3\x28"))]:
+            with self.subTest(name):
+                raw = self.open_deflate()
+                raw.sock.sendall(client_frame(kind, payload, rsv1=True))
+                events = raw.read_until_eof()
+                raw.close()
+                self.assertEqual([k for k, _ in events], ["close"], "events: %r" % events)
+                self.assertEqual(close_code(events[0][1]), 1007)
+
+    def test_compressed_message_ending_with_a_final_block_arrives(self):
+        # RFC 7692 7.2.3.3: a sender may end a message with a block marked BFINAL; what
+        # follows starts a new DEFLATE stream, still with the window of the messages before.
+        def final(message, zdict=None):
+            c = (zlib.compressobj(6, zlib.DEFLATED, -15, zdict=zdict) if zdict
+                 else zlib.compressobj(6, zlib.DEFLATED, -15))
+            return c.compress(message) + c.flush(zlib.Z_FINISH)
+
+        hello = b"Hello, a final block"
+        raw = self.open_deflate()
+        for payload, want in [
+                (b"\x03\x00", b""),                 # an empty final block
+                (final(hello), hello),
+                (final(hello) + b"\x00", hello),     # RFC 7692's form, with a byte to flush
+                (final(hello + hello, zdict=hello), hello + hello),  # refers to the window
+                (deflated(b"and then flushed as usual"), b"and then flushed as usual")]:
+            raw.sock.sendall(client_frame("binary", payload, rsv1=True))
+            self.assertEqual(self.read_compressed_echo(raw), ("binary", want))
 
     FRAGMENTED_TEXT = "fragmented h\u00e9llo w\u00f6rld, " + "x" * 200 + " \u20ac end"
 

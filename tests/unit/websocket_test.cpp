@@ -544,6 +544,55 @@ TEST_CASE("websocket: the app's close code and reason reach the client", "[webso
     CHECK(d->code == 4001);
 }
 
+TEST_CASE("websocket: a close code or reason that may not go on the wire makes send() throw and the client gets 1011",
+          "[websocket][close]")
+{
+    // RFC 6455 §7.4: 1000-1003, 1007-1014 and 3000-4999; §5.5: at most 123 bytes of UTF-8.
+    auto const row = GENERATE(table<int, std::string, bool>({
+        {999, "", false},
+        {1004, "", false},
+        {1005, "", false},
+        {1006, "", false},
+        {1015, "", false},
+        {2000, "", false},
+        {5000, "", false},
+        {66536, "", false},
+        {1000, std::string(124, 'r'), false},
+        {4000, "\xC3\x28", false},
+        {1013, "", true}, // 1014 too, but Beast 1.81's client counts it as reserved
+        {3000, std::string(123, 'r'), true},
+    }));
+    int const code = std::get<0>(row);
+    std::string const reason = std::get<1>(row);
+    bool const valid = std::get<2>(row);
+    std::optional<std::string> failure;
+    auto app = [&](cserve::scope&, cserve::receive receive, cserve::send send) -> task<> {
+        co_await receive();
+        co_await send(ws::accept{});
+        try {
+            co_await send(ws::close{.code = code, .reason = reason});
+            failure = "";
+        } catch (boost::system::system_error const& e) {
+            failure = e.code() == cserve::make_error_code(cserve::error::invalid_close) ? "invalid_close" : e.what();
+            throw;
+        }
+    };
+    ws_message reply;
+    auto r = ct::run_server(app, ws_config(), [&](unsigned short port) -> task<> {
+        ws_stream s(co_await net::this_coro::executor);
+        auto hs = co_await ws_connect(s, port, "/");
+        if (!hs.ok())
+            throw boost::system::system_error(hs.ec, "handshake");
+        reply = co_await ws_read(s);
+    });
+    CSERVE_REQUIRE_RUN(r);
+    INFO("code " << code << ", reason of " << reason.size() << " bytes; client read: " << reply.ec.message());
+    CHECK(failure == std::optional<std::string>(valid ? "" : "invalid_close"));
+    CHECK(reply.close_code == (valid ? code : 1011));
+    if (valid)
+        CHECK(reply.close_reason == reason);
+}
+
 TEST_CASE("websocket: the client's close code and reason reach the app, and send() after it throws client_disconnected",
           "[websocket][close]")
 {

@@ -5,6 +5,7 @@
 
 #include <cserve/detail/config.hpp>
 #include <cserve/detail/server_impl.hpp>
+#include <cserve/detail/websocket_deflate.hpp>
 #include <cserve/app.hpp>
 #include <cserve/event.hpp>
 
@@ -168,11 +169,12 @@ async_teardown(boost::beast::role_type role, ws_layer& s, Handler&& handler)
 //
 // Once open, the session keeps one read pending (so pings are answered and a closing
 // peer is noticed) with a plain handler, not a coroutine. When what arrived holds a
-// whole message, Beast reads it synchronously from the buffer and the message goes
-// straight to an application waiting in receive() (resumed in place), or to a queue of at
-// most ws_max_queue messages; a full queue stops the reading. send() writes a message as
-// one frame (through Beast when it is compressed) synchronously too, and waits only when
-// the socket did not take everything.
+// whole message, the session (or, for fragmented uncompressed messages and close frames,
+// Beast) reads it synchronously from the buffer and the message goes straight to an
+// application waiting in receive() (resumed in place), or to a queue of at most
+// ws_max_queue messages; a full queue stops the reading. Compressed messages are inflated
+// and deflated here with zlib, not by Beast. send() writes a message as one frame
+// synchronously too, and waits only when the socket did not take everything.
 class websocket_session final : public std::enable_shared_from_this<websocket_session>, public channel {
 public:
     CSERVE_DECL explicit websocket_session(http1_connection& conn);
@@ -199,6 +201,9 @@ private:
     CSERVE_DECL void start_read();
     CSERVE_DECL void on_read(boost::system::error_code ec, std::size_t n);
     CSERVE_DECL void read_messages();
+    CSERVE_DECL bool read_compressed(std::size_t size);
+    CSERVE_DECL void fail(std::uint16_t code);
+    CSERVE_DECL void on_pong() noexcept;
     CSERVE_DECL void on_stream_error(boost::system::error_code ec);
     CSERVE_DECL void deliver(event e, bool in_place);
     CSERVE_DECL void deliver_disconnect(bool in_place);
@@ -229,7 +234,8 @@ private:
     bool reader_blocked_ = false; // the queue is full: reading waits for receive()
     bool write_failed_ = false;
     bool we_closed_ = false; // the server sent the close: its code is the one reported
-    bool compress_ = false;  // permessage-deflate was negotiated: Beast writes the messages
+    std::unique_ptr<ws_inflater> inflater_; // permessage-deflate was negotiated: the client's
+    std::unique_ptr<ws_deflater> deflater_; // messages, and the server's (when compressed)
     int tasks_ = 0;          // pinger and finish() still running
     int close_code_ = 1006;
     std::string close_reason_;

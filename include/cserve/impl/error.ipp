@@ -25,6 +25,7 @@ public:
         case error::incomplete_response: return "application returned without completing the response";
         case error::invalid_config: return "invalid configuration";
         case error::startup_failed: return "application startup failed";
+        case error::invalid_close: return "invalid WebSocket close code or reason";
         }
         return "cserve error";
     }

@@ -4,6 +4,7 @@
 #define CSERVE_IMPL_WEBSOCKET_SESSION_IPP
 
 #include <cserve/detail/websocket_session.hpp>
+#include <cserve/detail/websocket_deflate.hpp>
 #include <cserve/detail/http1_connection.hpp>
 #include <cserve/detail/http_date.hpp>
 #include <cserve/detail/text.hpp>
@@ -17,6 +18,7 @@
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/websocket/detail/frame.hpp>
+#include <boost/beast/websocket/detail/pmd_extension.hpp>
 #include <boost/beast/websocket/detail/utf8_checker.hpp>
 #include <boost/beast/websocket/error.hpp>
 #include <boost/core/demangle.hpp>
@@ -45,88 +47,129 @@ inline constexpr std::size_t control_slack = 64 * 1024;
 // What the received bytes hold, by RFC 6455 §5.2 framing.
 struct unit {
     enum kind_type : unsigned char {
-        partial, // nothing to do until more arrives
-        ping,    // a whole ping or pong at `offset`, before the end of the message being
-        pong,    // received: the session answers it itself and cuts it out
-        message, // a whole message in one frame, as clients mostly send them: FIN, text or
-                 // binary, no RSV bit (no permessage-deflate). The session reads it itself:
-                 // its header is `head` bytes, its payload the rest of `size`
-        beast    // the first `size` bytes Beast can read without waiting: a whole message
-                 // (with any control frames between its fragments), a close frame, or up
-                 // to the header of a frame Beast refuses on its header alone
+        partial,    // nothing to do until more arrives
+        ping,       // a whole ping or pong at `offset`, before the end of the message being
+        pong,       // received: the session answers it itself and cuts it out
+        message,    // a whole message in one frame, as clients mostly send them: FIN, text or
+                    // binary, no RSV bit (no permessage-deflate). The session reads it itself:
+                    // its header is `head` bytes, its payload the rest of `size`
+        compressed, // a whole permessage-deflate message (RSV1 on its first frame, RFC 7692
+                    // §6) in the data frames of the first `size` bytes: the session inflates
+                    // it itself, as Beast before 1.90 may inflate the end of one without end
+        fail,       // a compressed message that must fail the connection with `code`
+        beast       // from `offset` (past the fragments of a compressed message), up to
+                    // `size`: what Beast can read without waiting: a whole message (with
+                    // any control frames between its fragments), a close frame, or up to
+                    // the header of a frame Beast refuses on its header alone
     };
     kind_type kind = partial;
     std::size_t offset = 0;
     std::size_t size = 0;
-    std::size_t head = 0; // of a ping or pong: its header size
+    std::size_t head = 0;        // of a ping or pong: its header size
+    std::uint16_t code = 0;      // of a failure: the close code
 };
 
+// One frame header (RFC 6455 §5.2).
+struct frame_head {
+    bool fin = false;
+    bool masked = false;
+    bool canonical = true; // the shortest length form
+    unsigned rsv = 0;      // the RSV bits, in place (0x70)
+    unsigned opcode = 0;
+    std::uint64_t len = 0;
+    std::size_t size = 0;  // of the header, with the masking key
+};
+
+// Reads the frame header at `p`; false when the `n` bytes there do not hold all of it.
+inline bool
+read_head(unsigned char const* p, std::size_t n, frame_head& h) noexcept
+{
+    if (n < 2)
+        return false;
+    h.fin = (p[0] & 0x80) != 0;
+    h.rsv = p[0] & 0x70;
+    h.opcode = p[0] & 0x0f;
+    h.masked = (p[1] & 0x80) != 0;
+    h.len = p[1] & 0x7f;
+    h.size = 2;
+    h.canonical = true;
+    if (h.len == 126) {
+        h.size = 4;
+        if (n < h.size)
+            return false;
+        h.len = (std::uint64_t(p[2]) << 8) | p[3];
+        h.canonical = h.len >= 126;
+    } else if (h.len == 127) {
+        h.size = 10;
+        if (n < h.size)
+            return false;
+        h.len = 0;
+        for (std::size_t i = 0; i < 8; ++i)
+            h.len = (h.len << 8) | p[2 + i];
+        h.canonical = h.len >= 65536;
+    }
+    if (h.masked)
+        h.size += 4;
+    return n >= h.size;
+}
+
+// `deflate`: permessage-deflate was negotiated, so RSV1 may mark a compressed message.
 inline unit
-next_unit(unsigned char const* p, std::size_t n, std::uint64_t max_size) noexcept
+next_unit(unsigned char const* p, std::size_t n, std::uint64_t max_size, bool deflate = false) noexcept
 {
     std::size_t pos = 0;
     std::uint64_t message = 0; // payload bytes of the message so far
     bool in_message = false;
+    bool compressed = false; // the message so far is a compressed one
     for (;;) {
-        if (n - pos < 2)
+        frame_head h;
+        if (!read_head(p + pos, n - pos, h))
             return {};
-        bool const fin = (p[pos] & 0x80) != 0;
-        unsigned const rsv = p[pos] & 0x70;
-        unsigned const opcode = p[pos] & 0x0f;
-        bool const control = (opcode & 0x08) != 0;
-        bool const masked = (p[pos + 1] & 0x80) != 0;
-        std::uint64_t len = p[pos + 1] & 0x7f;
-        std::size_t head = 2;
-        bool canonical = true; // the shortest length form (RFC 6455 §5.2)
-        if (len == 126) {
-            head = 4;
-            if (n - pos < head)
-                return {};
-            len = (std::uint64_t(p[pos + 2]) << 8) | p[pos + 3];
-            canonical = len >= 126;
-        } else if (len == 127) {
-            head = 10;
-            if (n - pos < head)
-                return {};
-            len = 0;
-            for (std::size_t i = 0; i < 8; ++i)
-                len = (len << 8) | p[pos + 2 + i];
-            canonical = len >= 65536;
-        }
-        if (masked)
-            head += 4;
-        if (n - pos < head)
-            return {};
+        bool const control = (h.opcode & 0x08) != 0;
+        auto const head = h.size;
+        auto const len = h.len;
         // What Beast refuses on the header (RFC 6455 §5.2, §5.4, §5.5) it gets at once.
-        // RSV1 on a message's first frame is permessage-deflate's, which Beast judges.
-        unit const refuse{unit::beast, 0, pos + head};
-        if (!masked || (rsv & 0x30) != 0 || !canonical)
+        // Inside a compressed message the session fails the connection itself, as Beast
+        // never sees those fragments.
+        unit const refuse = compressed ? unit{unit::fail, 0, 0, 0, 1002} : unit{unit::beast, 0, pos + head};
+        if (!h.masked || (h.rsv & 0x30) != 0 || !h.canonical)
             return refuse;
         if (control) {
-            if (!fin || rsv != 0 || len > 125 || opcode > 0xa)
+            if (!h.fin || h.rsv != 0 || len > 125 || h.opcode > 0xa)
                 return refuse;
         } else {
-            if (opcode > 2 || (opcode == 0) != in_message || (opcode == 0 && rsv != 0))
+            if (h.opcode > 2 || (h.opcode == 0) != in_message || (h.opcode == 0 && h.rsv != 0))
                 return refuse;
+            if (!in_message && deflate && (h.rsv & 0x40) != 0)
+                compressed = true;
             if (max_size != 0 && len > max_size - message)
-                return refuse;
+                return compressed ? unit{unit::fail, 0, 0, 0, 1009} : refuse;
         }
         if (len > n - pos - head)
             return {};
         auto const end = pos + head + static_cast<std::size_t>(len);
         if (control) {
-            if (opcode == 0x8)
-                return {unit::beast, 0, end};
-            return {opcode == 0x9 ? unit::ping : unit::pong, pos, end - pos, head};
+            if (h.opcode == 0x8)
+                return {unit::beast, compressed ? pos : 0, end};
+            return {h.opcode == 0x9 ? unit::ping : unit::pong, pos, end - pos, head};
         }
-        if (fin && !in_message && rsv == 0)
+        if (h.fin && !in_message && h.rsv == 0)
             return {unit::message, 0, end, head};
         message += len;
         in_message = true;
-        if (fin)
-            return {unit::beast, 0, end};
+        if (h.fin)
+            return {compressed ? unit::compressed : unit::beast, 0, end};
         pos = end;
     }
+}
+
+// Whether an application may close with `code` (RFC 6455 §7.4.1, §7.4.2 and the IANA
+// registry): 1004 is reserved, 1005, 1006 and 1015 never go on the wire, 1016-2999 are
+// for the protocol and its extensions, and above 4999 nothing is defined.
+inline constexpr bool
+valid_close_code(int code) noexcept
+{
+    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
 }
 
 // Unmasks a client's payload in place (RFC 6455 §5.3), eight bytes at a time.
@@ -334,7 +377,20 @@ websocket_session::accept(websocket::accept& a)
         [this, &cfg, sub = a.subprotocol, extra = a.headers](bws::response_type& res) {
             // Beast has answered the offer by now: an extension in the answer is the
             // compression both sides use.
-            compress_ = res.count(bhttp::field::sec_websocket_extensions) != 0;
+            namespace bwd = boost::beast::websocket::detail;
+            bwd::pmd_offer agreed;
+            bwd::pmd_read(agreed, res);
+            if (agreed.accept) {
+                auto bits = [](int b) { return b > 0 ? b : 15; }; // 0 or -1: not limited
+                inflater_ = std::make_unique<ws_inflater>(ws_deflate_params{
+                    bits(agreed.client_max_window_bits), agreed.client_no_context_takeover});
+                // zlib's raw deflate has no 256-byte window: when the client asked for
+                // one, the server's messages go uncompressed, as RFC 7692 §6 allows.
+                ws_deflate_params const sent{bits(agreed.server_max_window_bits), agreed.server_no_context_takeover};
+                bws::permessage_deflate const level; // Beast's compression level and memory
+                if (sent.window_bits >= 9)
+                    deflater_ = std::make_unique<ws_deflater>(sent, level.compLevel, level.memLevel);
+            }
             if (cfg.server_header)
                 res.set(bhttp::field::server, "cserve");
             else
@@ -359,7 +415,7 @@ websocket_session::accept(websocket::accept& a)
     ws_.set_option(timeouts);
     ws_.control_callback([this](bws::frame_type kind, boost::beast::string_view) {
         if (kind == bws::frame_type::pong)
-            awaiting_pong_ = false;
+            on_pong();
     });
 
     // Frames the client sent right behind its handshake are in the connection's buffer.
@@ -470,7 +526,7 @@ websocket_session::read_messages()
         }
         auto data = layer.in.data();
         auto const* bytes = static_cast<unsigned char const*>(data.data());
-        auto next = ws_detail::next_unit(bytes, data.size(), cfg.ws_max_size);
+        auto next = ws_detail::next_unit(bytes, data.size(), cfg.ws_max_size, inflater_ != nullptr);
         if (next.kind == ws_detail::unit::partial) {
             if (cfg.ws_max_size != 0 && data.size() > cfg.ws_max_size + ws_detail::control_slack) {
                 // Control frames without end between the fragments of a message.
@@ -502,7 +558,7 @@ websocket_session::read_messages()
             // now, then cut out of the stream (what precedes it moves up over it).
             auto* frame = const_cast<unsigned char*>(bytes) + next.offset;
             if (next.kind == ws_detail::unit::pong) {
-                awaiting_pong_ = false;
+                on_pong();
             } else {
                 std::array<char, 125> payload;
                 auto const len = next.size - next.head;
@@ -517,8 +573,17 @@ websocket_session::read_messages()
                 flush();
             continue;
         }
-        auto const whole = next.size;
-        layer.avail = whole;
+        if (next.kind == ws_detail::unit::compressed) {
+            if (!read_compressed(next.size))
+                return;
+            continue;
+        }
+        if (next.kind == ws_detail::unit::fail) {
+            fail(next.code);
+            return;
+        }
+        layer.in.consume(next.offset); // the fragments of a compressed message a close cuts off
+        layer.avail = next.size - next.offset;
         std::string payload; // read in place, then moved into the event
         auto buffer = net::dynamic_buffer(payload);
         boost::system::error_code ec;
@@ -543,6 +608,85 @@ websocket_session::read_messages()
         reading_ = true;
         net::post(conn_.socket_.get_executor(), [self = shared_from_this()] { self->start_read(); });
     }
+}
+
+bool
+websocket_session::read_compressed(std::size_t size)
+{
+    // The frames are whole and checked (next_unit): unmask each payload in place and
+    // inflate it, stopping as soon as the message passes the size limit.
+    auto& layer = ws_.next_layer();
+    auto* bytes = static_cast<unsigned char*>(layer.in.data().data());
+    bool const text = (bytes[0] & 0x0f) == 0x1;
+    std::string payload;
+    auto result = ws_inflater::result::ok;
+    for (std::size_t pos = 0; pos < size && result == ws_inflater::result::ok;) {
+        ws_detail::frame_head h;
+        ws_detail::read_head(bytes + pos, size - pos, h);
+        auto* data = reinterpret_cast<char*>(bytes + pos + h.size);
+        auto const len = static_cast<std::size_t>(h.len);
+        ws_detail::unmask(data, len, bytes + pos + h.size - 4);
+        result = inflater_->write(std::string_view(data, len), h.fin, payload, srv_.cfg_.ws_max_size);
+        pos += h.size + len;
+    }
+    layer.in.consume(size);
+    if (result == ws_inflater::result::too_big) {
+        fail(1009); // RFC 6455 §7.4.1: a message too big to process
+        return false;
+    }
+    // Data that is not DEFLATE, or text that is not UTF-8 (RFC 6455 §8.1): 1007.
+    if (result != ws_inflater::result::ok ||
+        (text && !boost::beast::websocket::detail::check_utf8(payload.data(), payload.size()))) {
+        fail(1007);
+        return false;
+    }
+    websocket::receive message;
+    if (text)
+        message.text = std::move(payload);
+    else
+        message.bytes = std::move(payload);
+    deliver(std::move(message), true);
+    return true;
+}
+
+void
+websocket_session::fail(std::uint16_t code)
+{
+    // _Fail the WebSocket Connection_ (RFC 6455 §7.1.7) as Beast does: a close frame with
+    // the code, then the TCP close once it is out (finish()), without waiting for the
+    // peer's close frame.
+    namespace bwd = boost::beast::websocket::detail;
+    bwd::frame_header fh{};
+    fh.op = bwd::opcode::close;
+    fh.fin = true;
+    fh.len = 2;
+    bwd::fh_buffer head;
+    bwd::write(head, fh);
+    std::array<char, 2> const body{static_cast<char>(code >> 8), static_cast<char>(code & 0xff)};
+    std::array<net::const_buffer, 2> const frame{head.data(), net::buffer(body)};
+    auto& layer = ws_.next_layer();
+    boost::system::error_code ec;
+    layer.write_some(frame, ec);
+    if (!layer.out.empty() && !layer.flushing)
+        flush();
+    layer.torn_down = true;
+    we_closed_ = true;
+    close_code_ = code;
+    close_reason_.clear();
+    state_ = state::closed;
+    conn_.disconnected_ = true;
+    deliver_disconnect(true);
+    spawn(finish());
+}
+
+void
+websocket_session::on_pong() noexcept
+{
+    // The pinger waits for this pong: its wait ends now, not at the timeout.
+    if (!awaiting_pong_)
+        return;
+    awaiting_pong_ = false;
+    ping_timer_.cancel();
 }
 
 void
@@ -636,21 +780,24 @@ websocket_session::deliver_disconnect(bool in_place)
 void
 websocket_session::write_message(bool text, std::string const& payload, boost::system::error_code& ec)
 {
-    if (compress_) {
-        ws_.text(text);
-        ws_.write(net::buffer(payload), ec);
+    // A message is one unmasked frame with Beast's header, written in order with Beast's
+    // control frames through the same layer; compressed, its payload is the whole message
+    // deflated, with RSV1 set (RFC 7692 §6.1).
+    namespace bwd = boost::beast::websocket::detail;
+    std::string compressed;
+    if (deflater_ && !deflater_->write(payload, compressed)) {
+        ec = make_error_code(boost::system::errc::not_enough_memory);
         return;
     }
-    // Uncompressed, a message is one unmasked frame with Beast's header, written in order
-    // with Beast's control frames through the same layer.
-    namespace bwd = boost::beast::websocket::detail;
+    auto const& body = deflater_ ? compressed : payload;
     bwd::frame_header fh{};
     fh.op = text ? bwd::opcode::text : bwd::opcode::binary;
     fh.fin = true;
-    fh.len = payload.size();
+    fh.rsv1 = deflater_ != nullptr;
+    fh.len = body.size();
     bwd::fh_buffer head;
     bwd::write(head, fh);
-    std::array<net::const_buffer, 2> const frame{head.data(), net::buffer(payload)};
+    std::array<net::const_buffer, 2> const frame{head.data(), net::buffer(body)};
     ws_.next_layer().write_some(frame, ec);
 }
 
@@ -701,36 +848,48 @@ websocket_session::wait_until_flushed()
 task<>
 websocket_session::pinger()
 {
+    // A ping every interval, measured from ping to ping; the timeout runs from each ping,
+    // and its pong ends the wait (as Python websockets' keepalive does), so answering
+    // pings never stretches the interval.
     auto const& cfg = srv_.cfg_;
+    auto next = std::chrono::steady_clock::now() + *cfg.ws_ping_interval;
     while (state_ == state::open) {
-        ping_timer_.expires_after(*cfg.ws_ping_interval);
+        ping_timer_.expires_at(next);
         auto [ec] = co_await ping_timer_.async_wait(ws_detail::use_tuple);
         if (ec || state_ != state::open)
             co_return;
-        awaiting_pong_ = true;
+        auto const sent = std::chrono::steady_clock::now();
+        next = sent + *cfg.ws_ping_interval;
         boost::system::error_code pec;
         ws_.ping({}, pec);
         if (!pec && !ws_.next_layer().out.empty() && !ws_.next_layer().flushing)
             flush();
         if (pec || !cfg.ws_ping_timeout)
             continue;
-        ping_timer_.expires_after(*cfg.ws_ping_timeout);
+        awaiting_pong_ = true; // on_pong() cancels only this wait
+        ping_timer_.expires_at(sent + *cfg.ws_ping_timeout);
         auto [tec] = co_await ping_timer_.async_wait(ws_detail::use_tuple);
-        if (tec || state_ != state::open)
+        if (state_ != state::open)
             co_return;
+        if (!awaiting_pong_)
+            continue; // the pong came (on_pong() cancelled the wait)
+        if (tec)
+            co_return; // stopped
         // A reader stopped by a full queue cannot see the pong: the client is not at fault.
-        if (awaiting_pong_ && !reader_blocked_) {
-            // The peer is gone or stuck: waiting for its side of a closing handshake would
-            // keep the application waiting too. Drop the connection; the failed read
-            // then reports 1011 at once.
-            srv_.log_.log(log_level::info, "WebSocket keepalive ping timeout: closing with 1011");
-            we_closed_ = true;
-            close_code_ = 1011;
-            close_reason_ = "keepalive ping timeout";
-            boost::system::error_code ignored;
-            conn_.socket_.close(ignored);
-            co_return;
+        if (reader_blocked_) {
+            awaiting_pong_ = false;
+            continue;
         }
+        // The peer is gone or stuck: waiting for its side of a closing handshake would
+        // keep the application waiting too. Drop the connection; the failed read then
+        // reports 1011 at once.
+        srv_.log_.log(log_level::info, "WebSocket keepalive ping timeout: closing with 1011");
+        we_closed_ = true;
+        close_code_ = 1011;
+        close_reason_ = "keepalive ping timeout";
+        boost::system::error_code ignored;
+        conn_.socket_.close(ignored);
+        co_return;
     }
 }
 
@@ -820,6 +979,12 @@ websocket_session::send(event e)
             log_handshake("403");
             co_await conn_.respond_simple(403, "");
         } else if (state_ == state::open) {
+            // The close frame's body is the code and at most 123 bytes of UTF-8 (RFC 6455
+            // §5.5, §5.5.1): refuse rather than send a code or reason the peer must reject.
+            if (!ws_detail::valid_close_code(c->code) || c->reason.size() > 123 ||
+                !boost::beast::websocket::detail::check_utf8(c->reason.data(), c->reason.size()))
+                throw boost::system::system_error(make_error_code(error::invalid_close),
+                                                  "'websocket.close' with code " + std::to_string(c->code));
             co_await close(static_cast<std::uint16_t>(c->code), c->reason);
         } else {
             http1::throw_unexpected(e, "after the connection closed");
