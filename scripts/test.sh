@@ -9,7 +9,9 @@
 #                   CSERVE_SEPARATE_COMPILATION=ON so the full suite also runs in the other
 #                   mode. Only what its ctest run needs is built; the consumer tests (cmake.*)
 #                   are not repeated.
-#   3. build-boost-next/  the newest Boost.Asio and Beast (a header-only Boost tree, from
+#   3. build-public-api/  CSERVE_BOOST_PUBLIC_API_ONLY=ON: every public-API fallback for Asio's and
+#                   Beast's internals (detail/boost_compat.hpp), -O0; the unit tests.
+#   4. build-boost-next/  the newest Boost.Asio and Beast (a header-only Boost tree, from
 #                   ../shared/boost-next/boost-next.tar.xz or CSERVE_BOOST_NEXT): the examples and
 #                   the unit tests, -O0 to keep the pass short. Skipped with a note where the
 #                   archive is absent, except under CI (CI=true), where it must be there.
@@ -84,6 +86,21 @@ cmake --build build-asan -j"$jobs" --target cserve_test_binaries
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:strict_init_order=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
 run_ctest build-asan "asan+ubsan, separate compilation" -E '^cmake\.'
+
+step "configure build-public-api/ (CSERVE_BOOST_PUBLIC_API_ONLY, header-only, -O0, $cxx)"
+cmake -S . -B build-public-api \
+  "-DCMAKE_CXX_COMPILER=$cxx" \
+  -DCMAKE_BUILD_TYPE=Debug \
+  -DCMAKE_CXX_FLAGS_DEBUG=-O0 \
+  -DCSERVE_BUILD_TESTS=ON \
+  -DCSERVE_BUILD_EXAMPLES=OFF \
+  -DCSERVE_INSTALL=OFF \
+  -DCSERVE_BOOST_PUBLIC_API_ONLY=ON
+
+step "build build-public-api/ (unit tests)"
+cmake --build build-public-api -j"$jobs" --target cserve_tests cserve_odr
+
+run_ctest build-public-api "public Asio/Beast API only, unit tests" -LE 'integration|cmake'
 
 boost_next=${CSERVE_BOOST_NEXT:-../shared/boost-next/boost-next.tar.xz}
 if [[ -f "$boost_next" ]]; then

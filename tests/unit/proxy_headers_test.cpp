@@ -574,7 +574,14 @@ TEST_CASE("proxy_headers: limit_max_requests_jitter adds at most the jitter to t
         {.shutdown_after_client = false});
     CSERVE_REQUIRE_RUN(r);
     CHECK(served >= 1);
-    CHECK(served <= 3);
     CHECK(static_cast<int>(log.size()) == served);
-    CHECK(r.logged("Maximum request limit of"));
+    // The limit drawn is 1 to 3. (How many requests are served in all also depends on when
+    // the shutdown it starts closes the listener: with connections on strands of their
+    // own, one accepted meanwhile is still served.)
+    int limit = 0;
+    for (int n = 1; n <= 3; ++n)
+        if (r.logged("Maximum request limit of " + std::to_string(n) + " exceeded"))
+            limit = n;
+    CHECK(limit >= 1);
+    CHECK(served >= limit);
 }

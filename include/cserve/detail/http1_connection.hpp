@@ -4,6 +4,7 @@
 #define CSERVE_DETAIL_HTTP1_CONNECTION_HPP
 
 #include <cserve/detail/config.hpp>
+#include <cserve/detail/boost_compat.hpp>
 #include <cserve/detail/buffer_pool.hpp>
 #include <cserve/detail/request_parser.hpp>
 #include <cserve/detail/server_impl.hpp>
@@ -30,17 +31,6 @@
 namespace cserve::detail {
 
 class websocket_session;
-
-// A request on an idle connection starts serve() the way co_spawn does but without its
-// extra frame, dispatch and post, through the Asio internals co_spawn itself uses. Only on
-// the Asio release this was written and tested against (Boost 1.81); elsewhere co_spawn.
-#if !defined(CSERVE_DETAIL_DIRECT_LAUNCH)
-# if BOOST_ASIO_VERSION == 102600
-#  define CSERVE_DETAIL_DIRECT_LAUNCH 1
-# else
-#  define CSERVE_DETAIL_DIRECT_LAUNCH 0
-# endif
-#endif
 
 // The inline buffer an idle connection reads into. Most requests of benchmarks and API
 // clients fit; a longer one costs one more recv.
@@ -173,7 +163,7 @@ private:
     CSERVE_DECL void close_idle() noexcept;
     CSERVE_DECL void on_deadline(std::uint32_t epoch) noexcept;
 #if CSERVE_DETAIL_DIRECT_LAUNCH
-    using serve_task = net::awaitable<net::detail::awaitable_thread_entry_point, net::any_io_executor>;
+    using serve_task = direct_task;
 #else
     using serve_task = task<>;
 #endif

@@ -4,6 +4,7 @@
 #define CSERVE_DETAIL_WEBSOCKET_SESSION_HPP
 
 #include <cserve/detail/config.hpp>
+#include <cserve/detail/boost_compat.hpp>
 #include <cserve/detail/server_impl.hpp>
 #include <cserve/detail/websocket_deflate.hpp>
 #include <cserve/app.hpp>
@@ -190,7 +191,7 @@ public:
 
 private:
     enum class state : unsigned char { connecting, denying, open, closed };
-    using receive_handler = net::detail::awaitable_handler<net::any_io_executor, boost::system::error_code, event>;
+    using receive_handler = awaitable_completion<boost::system::error_code, event>;
 
     CSERVE_DECL static task<> drain_close(std::shared_ptr<websocket_session> self);
     CSERVE_DECL void stop_tasks() noexcept;

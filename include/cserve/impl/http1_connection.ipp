@@ -418,9 +418,7 @@ http1_connection::on_idle_read(boost::system::error_code ec, std::size_t n)
     // What co_spawn does, without its entry frame, its dispatch and the post it makes when
     // the coroutine never suspended (the usual keep-alive request): serve() runs now, as a
     // thread of execution of its own, cancelled through cancel_.
-    net::detail::awaitable_thread<net::any_io_executor>(serve(shared_from_this()), socket_.get_executor(),
-                                                         cancel_.slot(), net::cancellation_state(cancel_.slot()))
-        .launch();
+    launch_direct(serve(shared_from_this()), socket_.get_executor(), cancel_.slot());
 #else
     net::co_spawn(socket_.get_executor(), serve(shared_from_this()),
                   net::bind_cancellation_slot(cancel_.slot(), [self = shared_from_this()](std::exception_ptr e) {

@@ -17,9 +17,6 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/message.hpp>
-#include <boost/beast/websocket/detail/frame.hpp>
-#include <boost/beast/websocket/detail/pmd_extension.hpp>
-#include <boost/beast/websocket/detail/utf8_checker.hpp>
 #include <boost/beast/websocket/error.hpp>
 #include <boost/core/demangle.hpp>
 
@@ -377,16 +374,12 @@ websocket_session::accept(websocket::accept& a)
         [this, &cfg, sub = a.subprotocol, extra = a.headers](bws::response_type& res) {
             // Beast has answered the offer by now: an extension in the answer is the
             // compression both sides use.
-            namespace bwd = boost::beast::websocket::detail;
-            bwd::pmd_offer agreed;
-            bwd::pmd_read(agreed, res);
-            if (agreed.accept) {
-                auto bits = [](int b) { return b > 0 ? b : 15; }; // 0 or -1: not limited
-                inflater_ = std::make_unique<ws_inflater>(ws_deflate_params{
-                    bits(agreed.client_max_window_bits), agreed.client_no_context_takeover});
+            if (auto agreed = agreed_deflate(res)) {
+                inflater_ = std::make_unique<ws_inflater>(
+                    ws_deflate_params{agreed->client_max_window_bits, agreed->client_no_context_takeover});
                 // zlib's raw deflate has no 256-byte window: when the client asked for
                 // one, the server's messages go uncompressed, as RFC 7692 §6 allows.
-                ws_deflate_params const sent{bits(agreed.server_max_window_bits), agreed.server_no_context_takeover};
+                ws_deflate_params const sent{agreed->server_max_window_bits, agreed->server_no_context_takeover};
                 bws::permessage_deflate const level; // Beast's compression level and memory
                 if (sent.window_bits >= 9)
                     deflater_ = std::make_unique<ws_deflater>(sent, level.compLevel, level.memLevel);
@@ -542,7 +535,7 @@ websocket_session::read_messages()
             std::string payload(reinterpret_cast<char const*>(bytes) + next.head, next.size - next.head);
             ws_detail::unmask(payload.data(), payload.size(), bytes + next.head - 4);
             // Text that is not UTF-8 goes to Beast, which fails the connection with 1007.
-            if (!text || boost::beast::websocket::detail::check_utf8(payload.data(), payload.size())) {
+            if (!text || valid_utf8(payload.data(), payload.size())) {
                 layer.in.consume(next.size);
                 websocket::receive message;
                 if (text)
@@ -636,7 +629,7 @@ websocket_session::read_compressed(std::size_t size)
     }
     // Data that is not DEFLATE, or text that is not UTF-8 (RFC 6455 §8.1): 1007.
     if (result != ws_inflater::result::ok ||
-        (text && !boost::beast::websocket::detail::check_utf8(payload.data(), payload.size()))) {
+        (text && !valid_utf8(payload.data(), payload.size()))) {
         fail(1007);
         return false;
     }
@@ -655,13 +648,7 @@ websocket_session::fail(std::uint16_t code)
     // _Fail the WebSocket Connection_ (RFC 6455 §7.1.7) as Beast does: a close frame with
     // the code, then the TCP close once it is out (finish()), without waiting for the
     // peer's close frame.
-    namespace bwd = boost::beast::websocket::detail;
-    bwd::frame_header fh{};
-    fh.op = bwd::opcode::close;
-    fh.fin = true;
-    fh.len = 2;
-    bwd::fh_buffer head;
-    bwd::write(head, fh);
+    auto const head = make_frame_header(ws_opcode::close, false, 2);
     std::array<char, 2> const body{static_cast<char>(code >> 8), static_cast<char>(code & 0xff)};
     std::array<net::const_buffer, 2> const frame{head.data(), net::buffer(body)};
     auto& layer = ws_.next_layer();
@@ -783,20 +770,13 @@ websocket_session::write_message(bool text, std::string const& payload, boost::s
     // A message is one unmasked frame with Beast's header, written in order with Beast's
     // control frames through the same layer; compressed, its payload is the whole message
     // deflated, with RSV1 set (RFC 7692 §6.1).
-    namespace bwd = boost::beast::websocket::detail;
     std::string compressed;
     if (deflater_ && !deflater_->write(payload, compressed)) {
         ec = make_error_code(boost::system::errc::not_enough_memory);
         return;
     }
     auto const& body = deflater_ ? compressed : payload;
-    bwd::frame_header fh{};
-    fh.op = text ? bwd::opcode::text : bwd::opcode::binary;
-    fh.fin = true;
-    fh.rsv1 = deflater_ != nullptr;
-    fh.len = body.size();
-    bwd::fh_buffer head;
-    bwd::write(head, fh);
+    auto const head = make_frame_header(text ? ws_opcode::text : ws_opcode::binary, deflater_ != nullptr, body.size());
     std::array<net::const_buffer, 2> const frame{head.data(), net::buffer(body)};
     ws_.next_layer().write_some(frame, ec);
 }
@@ -982,7 +962,7 @@ websocket_session::send(event e)
             // The close frame's body is the code and at most 123 bytes of UTF-8 (RFC 6455
             // §5.5, §5.5.1): refuse rather than send a code or reason the peer must reject.
             if (!ws_detail::valid_close_code(c->code) || c->reason.size() > 123 ||
-                !boost::beast::websocket::detail::check_utf8(c->reason.data(), c->reason.size()))
+                !valid_utf8(c->reason.data(), c->reason.size()))
                 throw boost::system::system_error(make_error_code(error::invalid_close),
                                                   "'websocket.close' with code " + std::to_string(c->code));
             co_await close(static_cast<std::uint16_t>(c->code), c->reason);
