@@ -6,6 +6,7 @@
 #include <cserve/detail/config.hpp>
 
 #include <concepts>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -20,39 +21,18 @@ namespace cserve {
 using header = std::pair<std::string, std::string>;
 
 /** The header fields of a response, in the order they are written: a `std::vector` of
-    name/value pairs.
-
-    It is built from a braced list, `{{"content-type", "text/plain"}, {"x-a", "b"}}`, without
-    a `std::initializer_list` constructor: GCC 12 rejects an initializer list inside a
-    `co_await` expression ("array used as initializer"), and a response is usually written
-    right inside one. Up to 16 headers can be listed that way; for more, build the vector
-    and move it in.
+    name/value pairs, built from a braced list: `{{"content-type", "text/plain"}, {"x-a", "b"}}`.
 */
 class header_list : public std::vector<header> {
 public:
     header_list() = default;
+    header_list(std::initializer_list<header> list) : std::vector<header>(list) {}
     /// Takes an existing vector (a template, so that braced lists never pick it).
     template <class V>
         requires std::same_as<std::remove_cvref_t<V>, std::vector<header>>
     explicit header_list(V&& v) : std::vector<header>(std::forward<V>(v))
     {
     }
-    header_list(header h0) { reserve(1); push_back(std::move(h0)); }
-    header_list(header h0, header h1) { reserve(2); push_back(std::move(h0)); push_back(std::move(h1)); }
-    header_list(header h0, header h1, header h2) { reserve(3); push_back(std::move(h0)); push_back(std::move(h1)); push_back(std::move(h2)); }
-    header_list(header h0, header h1, header h2, header h3) { reserve(4); push_back(std::move(h0)); push_back(std::move(h1)); push_back(std::move(h2)); push_back(std::move(h3)); }
-    header_list(header h0, header h1, header h2, header h3, header h4) { reserve(5); push_back(std::move(h0)); push_back(std::move(h1)); push_back(std::move(h2)); push_back(std::move(h3)); push_back(std::move(h4)); }
-    header_list(header h0, header h1, header h2, header h3, header h4, header h5) { reserve(6); push_back(std::move(h0)); push_back(std::move(h1)); push_back(std::move(h2)); push_back(std::move(h3)); push_back(std::move(h4)); push_back(std::move(h5)); }
-    header_list(header h0, header h1, header h2, header h3, header h4, header h5, header h6) { reserve(7); push_back(std::move(h0)); push_back(std::move(h1)); push_back(std::move(h2)); push_back(std::move(h3)); push_back(std::move(h4)); push_back(std::move(h5)); push_back(std::move(h6)); }
-    header_list(header h0, header h1, header h2, header h3, header h4, header h5, header h6, header h7) { reserve(8); push_back(std::move(h0)); push_back(std::move(h1)); push_back(std::move(h2)); push_back(std::move(h3)); push_back(std::move(h4)); push_back(std::move(h5)); push_back(std::move(h6)); push_back(std::move(h7)); }
-    header_list(header h0, header h1, header h2, header h3, header h4, header h5, header h6, header h7, header h8) { reserve(9); push_back(std::move(h0)); push_back(std::move(h1)); push_back(std::move(h2)); push_back(std::move(h3)); push_back(std::move(h4)); push_back(std::move(h5)); push_back(std::move(h6)); push_back(std::move(h7)); push_back(std::move(h8)); }
-    header_list(header h0, header h1, header h2, header h3, header h4, header h5, header h6, header h7, header h8, header h9) { reserve(10); push_back(std::move(h0)); push_back(std::move(h1)); push_back(std::move(h2)); push_back(std::move(h3)); push_back(std::move(h4)); push_back(std::move(h5)); push_back(std::move(h6)); push_back(std::move(h7)); push_back(std::move(h8)); push_back(std::move(h9)); }
-    header_list(header h0, header h1, header h2, header h3, header h4, header h5, header h6, header h7, header h8, header h9, header h10) { reserve(11); push_back(std::move(h0)); push_back(std::move(h1)); push_back(std::move(h2)); push_back(std::move(h3)); push_back(std::move(h4)); push_back(std::move(h5)); push_back(std::move(h6)); push_back(std::move(h7)); push_back(std::move(h8)); push_back(std::move(h9)); push_back(std::move(h10)); }
-    header_list(header h0, header h1, header h2, header h3, header h4, header h5, header h6, header h7, header h8, header h9, header h10, header h11) { reserve(12); push_back(std::move(h0)); push_back(std::move(h1)); push_back(std::move(h2)); push_back(std::move(h3)); push_back(std::move(h4)); push_back(std::move(h5)); push_back(std::move(h6)); push_back(std::move(h7)); push_back(std::move(h8)); push_back(std::move(h9)); push_back(std::move(h10)); push_back(std::move(h11)); }
-    header_list(header h0, header h1, header h2, header h3, header h4, header h5, header h6, header h7, header h8, header h9, header h10, header h11, header h12) { reserve(13); push_back(std::move(h0)); push_back(std::move(h1)); push_back(std::move(h2)); push_back(std::move(h3)); push_back(std::move(h4)); push_back(std::move(h5)); push_back(std::move(h6)); push_back(std::move(h7)); push_back(std::move(h8)); push_back(std::move(h9)); push_back(std::move(h10)); push_back(std::move(h11)); push_back(std::move(h12)); }
-    header_list(header h0, header h1, header h2, header h3, header h4, header h5, header h6, header h7, header h8, header h9, header h10, header h11, header h12, header h13) { reserve(14); push_back(std::move(h0)); push_back(std::move(h1)); push_back(std::move(h2)); push_back(std::move(h3)); push_back(std::move(h4)); push_back(std::move(h5)); push_back(std::move(h6)); push_back(std::move(h7)); push_back(std::move(h8)); push_back(std::move(h9)); push_back(std::move(h10)); push_back(std::move(h11)); push_back(std::move(h12)); push_back(std::move(h13)); }
-    header_list(header h0, header h1, header h2, header h3, header h4, header h5, header h6, header h7, header h8, header h9, header h10, header h11, header h12, header h13, header h14) { reserve(15); push_back(std::move(h0)); push_back(std::move(h1)); push_back(std::move(h2)); push_back(std::move(h3)); push_back(std::move(h4)); push_back(std::move(h5)); push_back(std::move(h6)); push_back(std::move(h7)); push_back(std::move(h8)); push_back(std::move(h9)); push_back(std::move(h10)); push_back(std::move(h11)); push_back(std::move(h12)); push_back(std::move(h13)); push_back(std::move(h14)); }
-    header_list(header h0, header h1, header h2, header h3, header h4, header h5, header h6, header h7, header h8, header h9, header h10, header h11, header h12, header h13, header h14, header h15) { reserve(16); push_back(std::move(h0)); push_back(std::move(h1)); push_back(std::move(h2)); push_back(std::move(h3)); push_back(std::move(h4)); push_back(std::move(h5)); push_back(std::move(h6)); push_back(std::move(h7)); push_back(std::move(h8)); push_back(std::move(h9)); push_back(std::move(h10)); push_back(std::move(h11)); push_back(std::move(h12)); push_back(std::move(h13)); push_back(std::move(h14)); push_back(std::move(h15)); }
 };
 
 /** HTTP messages (ASGI "http" scope).

@@ -3,7 +3,6 @@
 #ifndef CSERVE_DETAIL_CONFIG_HPP
 #define CSERVE_DETAIL_CONFIG_HPP
 
-#include <boost/assert.hpp>
 #include <boost/config.hpp>
 
 // GCC before 13 destroys the members of an aggregate temporary twice when the temporary
@@ -27,8 +26,5 @@
 #else
 #define CSERVE_DECL
 #endif
-
-/// Precondition checks: bugs in the caller, not runtime conditions.
-#define CSERVE_ASSERT(expr) BOOST_ASSERT(expr)
 
 #endif

@@ -13,10 +13,6 @@
 
 namespace cserve {
 
-namespace detail {
-
-} // namespace detail
-
 trusted_hosts::trusted_hosts(std::string_view list)
 {
     namespace ip = boost::asio::ip;
