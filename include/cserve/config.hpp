@@ -28,7 +28,9 @@ enum class lifespan_mode {
 /** The settings of a server, with uvicorn's names and defaults.
 
     Every field has a command-line flag of the same name (underscores become dashes) when
-    the server is started with `run(app, argc, argv)`.
+    the server is started with `run(app, argc, argv)`. The fields marked "run() only" are
+    read by run() and its supervisor (the process model); a `server` an embedding program
+    constructs itself ignores them. Every other field is the server's.
 
     @par Example
     @code
@@ -59,13 +61,13 @@ struct config {
     /// The listen(2) backlog. (--backlog)
     int backlog = 2048;
 
-    /// Worker processes for run(). More than one starts a supervisor: a master process
+    /// run() only: worker processes. More than one starts a supervisor: a master process
     /// binds the listeners, forks this many workers, each with its own io_context, and
     /// replaces those that die. Unset: $WEB_CONCURRENCY, else 1 (one process, no master).
     /// (--workers)
     std::optional<unsigned> workers;
 
-    /// With workers: a worker whose event loop has not reported to the master for this
+    /// run() only, with workers: a worker whose event loop has not reported to the master for this
     /// long is killed (SIGABRT, then SIGKILL) and replaced. (--timeout-worker-healthcheck,
     /// seconds)
     std::chrono::milliseconds timeout_worker_healthcheck = std::chrono::seconds(5);
