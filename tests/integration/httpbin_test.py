@@ -1023,6 +1023,9 @@ class ProtocolErrorTests(SharedServerTestCase):
     def test_whitespace_before_colon(self):
         self.assert_rejected(b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400)
 
+    def test_space_inside_target(self):
+        self.assert_rejected(b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", 400)
+
     def test_bad_request_after_good_one_on_same_connection(self):
         with RawConn(self.port) as c:
             c.send(build_request("GET", "/bytes/2") + b"GARBAGE\r\n\r\n")

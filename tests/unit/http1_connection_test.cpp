@@ -1061,6 +1061,8 @@ TEST_CASE("http1_connection: bad requests get an HTTP error and a closed connect
         {"Transfer-Encoding: gzip alone", "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n", 400},
         {"Transfer-Encoding on HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
         {"obs-fold", "GET / HTTP/1.1\r\nHost: t\r\nX-A: a\r\n b\r\n\r\n", 400},
+        // RFC 9112 §3: a malformed request line is a 400, whatever its last word looks like.
+        {"space inside the target", "GET /a b HTTP/1.1\r\nHost: t\r\n\r\n", 400},
         {"target not in origin or absolute form", "GET foo HTTP/1.1\r\nHost: t\r\n\r\n", 400},
     };
 

@@ -195,16 +195,21 @@ error_body(int status) noexcept
     }
 }
 
-// Whether the request line in `block` ends in a well-formed HTTP-version ("HTTP/" DIGIT "."
-// DIGIT), so that an unsupported version (505) can be told from a malformed one (400).
+// Whether the request line in `block` is method SP request-target SP HTTP-version, the
+// version well-formed ("HTTP/" DIGIT "." DIGIT), so that an unsupported version (505) can be
+// told from a malformed line (400, RFC 9112 §3): the version is what follows the second space,
+// not the last one ("GET /a b HTTP/1.1" is malformed, not a version).
 inline bool
 well_formed_version(std::string_view block) noexcept
 {
     auto line = block.substr(0, block.find("\r\n"));
-    auto space = line.rfind(' ');
-    if (space == std::string_view::npos)
+    auto first = line.find(' ');
+    if (first == std::string_view::npos)
         return false;
-    auto v = line.substr(space + 1);
+    auto second = line.find(' ', first + 1);
+    if (second == std::string_view::npos)
+        return false;
+    auto v = line.substr(second + 1);
     auto digit = [](char c) { return c >= '0' && c <= '9'; };
     return v.size() == 8 && v.substr(0, 5) == "HTTP/" && digit(v[5]) && v[6] == '.' && digit(v[7]);
 }
