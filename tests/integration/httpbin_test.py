@@ -1023,6 +1023,15 @@ class ProtocolErrorTests(SharedServerTestCase):
     def test_whitespace_before_colon(self):
         self.assert_rejected(b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400)
 
+    def test_obs_fold_after_empty_value(self):
+        for request in (
+                build_request("GET", "/headers", [("X-A", "\r\n\tfolded value")]),
+                build_request("POST", "/upload", [("Transfer-Encoding", "\r\n chunked")],
+                              b"5\r\nhello\r\n0\r\n\r\n"),
+                build_request("POST", "/upload", [("Content-Length", "\r\n 5")], b"hello")):
+            with self.subTest(request=request):
+                self.assert_rejected(request.replace(b": \r\n", b":\r\n"), 400)
+
     def test_space_inside_target(self):
         self.assert_rejected(b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", 400)
 

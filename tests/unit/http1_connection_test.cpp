@@ -1061,6 +1061,12 @@ TEST_CASE("http1_connection: bad requests get an HTTP error and a closed connect
         {"Transfer-Encoding: gzip alone", "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n", 400},
         {"Transfer-Encoding on HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
         {"obs-fold", "GET / HTTP/1.1\r\nHost: t\r\nX-A: a\r\n b\r\n\r\n", 400},
+        // RFC 9112 §5.2: a fold after an empty first line is a fold too.
+        {"obs-fold after an empty value", "GET / HTTP/1.1\r\nHost: t\r\nX-A:\r\n\tfolded value\r\n\r\n", 400},
+        {"Transfer-Encoding folded after an empty value",
+         "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding:\r\n chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400},
+        {"Content-Length folded after an empty value", "POST / HTTP/1.1\r\nHost: t\r\nContent-Length:\r\n 5\r\n\r\nhello",
+         400},
         // RFC 9112 §3: a malformed request line is a 400, whatever its last word looks like.
         {"space inside the target", "GET /a b HTTP/1.1\r\nHost: t\r\n\r\n", 400},
         {"target not in origin or absolute form", "GET foo HTTP/1.1\r\nHost: t\r\n\r\n", 400},

@@ -131,8 +131,14 @@ private:
         if (is_header_done())
             return; // a chunked body's trailer fields: ASGI has no request trailers
         // Beast joins obs-fold lines in a buffer of its own; RFC 9112 §5.2 lets a server
-        // reject them instead, which keeps every value a view into the request.
+        // reject them instead, which keeps every value a view into the request. A fold after
+        // an empty first line is not joined: the value is the next line's, in the buffer,
+        // with the line break between it and the name.
         if (!in_buffer(value))
+            return reject(400, ec);
+        auto const gap = std::string_view(name.data() + name.size(),
+                                          static_cast<std::size_t>(value.data() - (name.data() + name.size())));
+        if (gap.find_first_of("\r\n") != std::string_view::npos)
             return reject(400, ec);
         head_.fields.emplace_back(span_of(name), span_of(value));
         switch (f) {
