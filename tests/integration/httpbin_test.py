@@ -1023,6 +1023,29 @@ class ProtocolErrorTests(SharedServerTestCase):
     def test_whitespace_before_colon(self):
         self.assert_rejected(b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400)
 
+    def test_chunk_ext_quoted_string_not_closed_on_its_line(self):
+        # Without a bound the server would buffer and rescan every later byte.
+        self.assert_rejected(build_request(
+            "POST", "/upload", [("Transfer-Encoding", "chunked")],
+            b'5;a="x\r\nhello\r\n0\r\n\r\n' + b"x" * 100000), 400)
+
+    def test_chunk_line_too_long(self):
+        self.assert_rejected(build_request(
+            "POST", "/upload", [("Transfer-Encoding", "chunked")],
+            b"5;a=" + b"b" * 5000 + b"\r\nhello\r\n0\r\n\r\n"), 400)
+
+    def test_chunk_ext_control_characters(self):
+        for value in (b'"x\ny"', b'"x\x00y"', b'"x\x01\x7fy"'):
+            with self.subTest(value=value):
+                with RawConn(self.port) as c:
+                    c.send_ignoring_reset(build_request(
+                        "POST", "/upload", [("Transfer-Encoding", "chunked")],
+                        b"5;a=" + value + b"\r\nhello\r\n0\r\n\r\n") + build_request("GET", "/"))
+                    resp = c.read_response()
+                    self.assertEqual(resp.status, 400, resp)
+                    self.assert_closed(c)
+        self.assert_server_ok(self.server)
+
     def test_obs_fold_after_empty_value(self):
         for request in (
                 build_request("GET", "/headers", [("X-A", "\r\n\tfolded value")]),

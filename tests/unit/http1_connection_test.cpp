@@ -1122,6 +1122,77 @@ TEST_CASE("http1_connection: bad requests get an HTTP error and a closed connect
     CHECK(p.responses[0].body() == "ok");
 }
 
+TEST_CASE("http1_connection: bad chunk lines and extensions get 400 and a closed connection",
+          "[http1_connection][bad-input][chunk-ext]")
+{
+    auto const chunked_post = [](std::string body) {
+        return "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + body;
+    };
+    std::string const next = ct::get("/next");
+    std::vector<bad_case> const cases{
+        // Beast's scan of a quoted value runs past the line end to the closing quote: one
+        // that never comes would have every later byte buffered and rescanned.
+        {"quoted extension not closed on its line", chunked_post("5;a=\"x\r\nhello\r\n0\r\n\r\n"), 400},
+        {"quoted extension of the last chunk not closed on its line", chunked_post("0;a=\"x\r\n\r\n"), 400},
+        {"chunk line longer than the limit, unfinished", chunked_post("5;a=" + std::string(5000, 'b')), 400},
+        {"chunk line longer than the limit", chunked_post("5;a=" + std::string(5000, 'b') + "\r\nhello\r\n0\r\n\r\n"),
+         400},
+        // RFC 9110 §5.6.4: no CTLs in a quoted-string.
+        {"LF in a quoted extension", chunked_post("5;a=\"x\ny\"\r\nhello\r\n0\r\n\r\n") + next, 400},
+        {"NUL in a quoted extension", chunked_post(std::string("5;a=\"x") + '\0' + "y\"\r\nhello\r\n0\r\n\r\n") + next, 400},
+        {"SOH and DEL in a quoted extension", chunked_post("5;a=\"x\x01\x7fy\"\r\nhello\r\n0\r\n\r\n") + next, 400},
+        {"CTL after a backslash", chunked_post("5;a=\"x\\\x01\"\r\nhello\r\n0\r\n\r\n") + next, 400},
+        {"CTL in the last chunk's extension", chunked_post("5\r\nhello\r\n0;a=\"\x01\"\r\n\r\n") + next, 400},
+        {"trailer section larger than max_header_bytes", chunked_post("0\r\nX-T: " + std::string(3000, 't')), 400},
+    };
+    auto cfg = ct::test_config();
+    cfg.max_header_bytes = 1024;
+    int app_calls = 0;
+    int app_disconnects = 0;
+    auto app = [&](cserve::scope&, cserve::receive receive, cserve::send send) -> task<> {
+        ++app_calls;
+        bool gone = false;
+        auto body = co_await read_all(receive, gone);
+        if (gone) {
+            ++app_disconnects;
+            co_return;
+        }
+        co_await respond(send, 200, "ok:" + body);
+    };
+    std::vector<ct::read_result> got(cases.size());
+    ct::read_result good;
+    auto r = ct::run_server(app, cfg, [&](unsigned short port) -> task<> {
+        for (std::size_t i = 0; i < cases.size(); ++i) {
+            auto s = co_await ct::connect(port);
+            (void)co_await ct::try_write(s, cases[i].request);
+            got[i] = co_await ct::read_to_eof(s);
+        }
+        auto s = co_await ct::connect(port);
+        co_await ct::write(s, chunked_post("5;a=\"x\\\"y\";b;c=d\r\nhello\r\n0;e\r\n\r\n"));
+        good = co_await ct::read_to_eof(s, ms(300));
+    });
+    CSERVE_REQUIRE_RUN(r);
+
+    for (std::size_t i = 0; i < cases.size(); ++i) {
+        INFO("case: " << cases[i].name);
+        INFO("raw response: " << got[i].data);
+        CHECK(got[i].eof);
+        CHECK_FALSE(got[i].timed_out);
+        auto p = ct::parse_responses(got[i].data);
+        CHECK(p.error.empty());
+        REQUIRE(p.responses.size() == 1);
+        CHECK(static_cast<int>(p.responses[0].result_int()) == cases[i].status);
+        CHECK(ct::field(p.responses[0], "connection") == "close");
+    }
+    CHECK(app_calls == static_cast<int>(cases.size()) + 1);
+    CHECK(app_disconnects == static_cast<int>(cases.size()));
+    // Valid extensions, a quoted-pair among them, are still accepted.
+    auto p = ct::parse_responses(good.data);
+    REQUIRE(p.responses.size() == 1);
+    CHECK(p.responses[0].result_int() == 200);
+    CHECK(p.responses[0].body() == "ok:hello");
+}
+
 TEST_CASE("http1_connection: a request line with an unsupported HTTP version gets 505",
           "[http1_connection][bad-input][version]")
 {

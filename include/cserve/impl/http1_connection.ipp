@@ -106,18 +106,6 @@ append_hex(std::string& out, std::uint64_t v)
     out.append(buf, r.ptr);
 }
 
-inline int
-hex_value(char c) noexcept
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 // Appends the percent-decoding of `s`; a '%' not followed by two hex digits stays as it
 // is, as Python's urllib.parse.unquote leaves it.
 inline void
@@ -844,6 +832,9 @@ http1_connection::parse_buffered(boost::system::error_code& ec)
         total += n;
         if (ec == boost::beast::http::error::need_more) {
             ec = {};
+            auto rest = req_->in.data();
+            req_->parser->check_stalled(std::string_view(static_cast<char const*>(rest.data()), rest.size()),
+                                        srv_.cfg_.max_header_bytes, ec);
             break;
         }
         if (ec || n == 0)
