@@ -1457,6 +1457,9 @@ TEST_CASE("http1_connection: events out of order or invalid make send() throw cs
                 co_await send(http::response_start{.status = 200, .headers = {{"x-a", "line\r\nbreak"}}});
             } else if (path == "/bad-status") {
                 co_await send(http::response_start{.status = 42});
+            } else if (path == "/status-100" || path == "/status-101" || path == "/status-199" ||
+                       path == "/status-600") {
+                co_await send(http::response_start{.status = std::stoi(path.substr(8))});
             } else if (path == "/websocket-event") {
                 co_await send(cserve::websocket::send{.text = "hi"});
             } else if (path == "/body-after-end") {
@@ -1484,7 +1487,8 @@ TEST_CASE("http1_connection: events out of order or invalid make send() throw cs
     };
     std::vector<std::string> const paths{"/body-first",      "/double-start",   "/bad-header",
                                          "/bad-value",       "/bad-status",     "/websocket-event",
-                                         "/body-after-end",  "/unexpected-trailers"};
+                                         "/body-after-end",  "/unexpected-trailers", "/status-100",
+                                         "/status-101",      "/status-199",     "/status-600"};
     std::vector<ct::response_result> res(paths.size());
     auto r = ct::run_server(app, ct::test_config(), [&](unsigned short port) -> task<> {
         for (std::size_t i = 0; i < paths.size(); ++i) {
@@ -1502,6 +1506,11 @@ TEST_CASE("http1_connection: events out of order or invalid make send() throw cs
     CHECK(thrown["/bad-header"] == cserve::error::invalid_header);
     CHECK(thrown["/bad-value"] == cserve::error::invalid_header);
     CHECK(thrown["/bad-status"] == cserve::error::invalid_status);
+    // RFC 9110 §15: a final response is 2xx-5xx; an interim one is not the app's to send.
+    CHECK(thrown["/status-100"] == cserve::error::invalid_status);
+    CHECK(thrown["/status-101"] == cserve::error::invalid_status);
+    CHECK(thrown["/status-199"] == cserve::error::invalid_status);
+    CHECK(thrown["/status-600"] == cserve::error::invalid_status);
     CHECK(thrown["/websocket-event"] == cserve::error::unexpected_event);
     CHECK(thrown["/body-after-end"] == cserve::error::unexpected_event);
     CHECK(thrown["/unexpected-trailers"] == cserve::error::unexpected_event);

@@ -160,6 +160,17 @@ starts_with_icase(std::string_view s, std::string_view prefix) noexcept
     return s.size() >= prefix.size() && boost::beast::iequals(s.substr(0, prefix.size()), prefix);
 }
 
+// Throws unless `status` is one an application may send as its response: a final status,
+// 2xx to 5xx (RFC 9110 §15). 1xx are interim responses that the server sends itself (100
+// Continue, 101 for an upgrade it performs); as a final response a client would wait on.
+inline void
+check_final_status(int status)
+{
+    if (status < 200 || status > 599)
+        throw boost::system::system_error(make_error_code(error::invalid_status),
+                                          "invalid status code " + std::to_string(status));
+}
+
 [[noreturn]] inline void
 throw_unexpected(event const& e, char const* when)
 {
@@ -1054,9 +1065,7 @@ void
 http1_connection::start_response(http::response_start& s)
 {
     auto const& cfg = srv_.cfg_;
-    if (s.status < 100 || s.status > 999)
-        throw boost::system::system_error(make_error_code(error::invalid_status),
-                                          "invalid status code " + std::to_string(s.status));
+    http1::check_final_status(s.status);
     std::optional<std::uint64_t> length;
     bool app_chunked = false;
     bool app_connection = false;
@@ -1083,10 +1092,9 @@ http1_connection::start_response(http::response_start& s)
     req_->status = s.status;
     req_->length = length;
     bool const http10 = req_->head_info.version == 10;
-    bool const interim = s.status < 200;
-    bool const bodiless_status = interim || s.status == 204 || s.status == 304;
+    bool const bodiless_status = s.status == 204 || s.status == 304;
     no_body_ = bodiless_status || head_request_;
-    if (interim || app_close || draining_ || bad_body_)
+    if (app_close || draining_ || bad_body_)
         keep_alive_ = false;
     if (continue_pending_ && !body_complete_)
         keep_alive_ = false; // the client still holds the body back: it cannot be read past
@@ -1100,7 +1108,7 @@ http1_connection::start_response(http::response_start& s)
     chunked_ = false;
     bool add_chunked = false;
     if (bodiless_status || req_->length) {
-        // RFC 9110 §8.6: no Content-Length or Transfer-Encoding is added to 1xx and 204.
+        // RFC 9110 §8.6: no Content-Length or Transfer-Encoding is added to 204.
     } else if (!http10) {
         chunked_ = true;
         add_chunked = !app_chunked;
