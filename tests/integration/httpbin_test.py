@@ -1112,21 +1112,32 @@ class AppErrorTests(SharedServerTestCase):
     def test_error_after_start(self):
         with RawConn(self.port) as c:
             c.send(build_request("GET", "/error/after"))
-            # The server may have sent the 200 header already (it may also hold it until
-            # the first body bytes, and then there is nothing to send): either way the
-            # connection must close before 10 body bytes arrive, and nothing else may
-            # be sent in place of the response the application started.
+            # 5 of the 10 body bytes went out before the app threw: the connection must
+            # close before the rest, and nothing else may be sent in place of the response.
             data = c.read_to_eof()   # must end (close) rather than time out
-            if data:
-                head, sep, rest = data.partition(b"\r\n\r\n")
-                self.assertTrue(sep, "incomplete response header: %r" % data[:300])
-                self.assertRegex(head, rb"^HTTP/1\.1 200\b")
-                self.assertRegex(head.lower(), rb"\r\ncontent-length: *10\r?(\n|$)")
-                self.assertLess(len(rest), 10, "a full body arrived although the app threw")
+            head, sep, rest = data.partition(b"\r\n\r\n")
+            self.assertTrue(sep, "incomplete response header: %r" % data[:300])
+            self.assertRegex(head, rb"^HTTP/1\.1 200\b")
+            self.assertRegex(head.lower(), rb"\r\ncontent-length: *10\r?(\n|$)")
+            self.assertEqual(rest, b"01234", "more than the body sent before the failure")
         self.assertIsNotNone(
             self.server.wait_for_line(lambda l: "Exception in ASGI application" in l, 3),
             "no 'Exception in ASGI application' logged; stderr:\n%s" % self.server.log_text())
         self.assert_server_ok(self.server)
+
+    def test_error_after_start_before_body(self):
+        # Nothing was written (the head waits for the first body bytes): a 500 replaces the
+        # response the application started, and the connection stays usable.
+        with RawConn(self.port) as c:
+            c.send(build_request("GET", "/error/started"))
+            resp = c.read_response()
+            self.assertEqual(resp.status, 500, resp)
+            self.assertEqual(resp.body, b"Internal Server Error")
+            c.send(build_request("GET", "/"))
+            self.assertEqual(c.read_response().body, b"Hello, world!")
+        self.assertIsNotNone(
+            self.server.wait_for_line(lambda l: "before its body" in l, 3),
+            "the exception was not logged; stderr:\n%s" % self.server.log_text())
 
     def test_error_after_start_httpx(self):
         with httpx_client() as client:

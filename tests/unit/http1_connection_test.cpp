@@ -820,6 +820,12 @@ TEST_CASE("http1_connection: app failures become 500, the http_error status, or 
             co_await send(http::response_start{.status = 200});
             co_await send(http::response_body{.body = "partial", .more_body = true});
             throw std::runtime_error("boom after start");
+        } else if (scope.path == "/throw-started") {
+            co_await send(http::response_start{.status = 200, .headers = {{"x-started", "yes"}}});
+            throw std::runtime_error("boom after start, before the body");
+        } else if (scope.path == "/forbidden-started") {
+            co_await send(http::response_start{.status = 200, .headers = {{"x-started", "yes"}}});
+            throw cserve::http_error(403, "nope");
         } else if (scope.path == "/none") {
             co_return;
         } else if (scope.path == "/mid") {
@@ -831,7 +837,8 @@ TEST_CASE("http1_connection: app failures become 500, the http_error status, or 
     };
     std::map<std::string, ct::read_result> got;
     auto r = ct::run_server(app, ct::test_config(), [&](unsigned short port) -> task<> {
-        for (std::string path : {"/throw", "/forbidden", "/throw-after", "/none", "/mid", "/"}) {
+        for (std::string path :
+             {"/throw", "/forbidden", "/throw-after", "/throw-started", "/forbidden-started", "/none", "/mid", "/"}) {
             auto s = co_await ct::connect(port);
             co_await ct::write(s, ct::get(path, "Connection: close\r\n"));
             got[path] = co_await ct::read_to_eof(s);
@@ -868,6 +875,22 @@ TEST_CASE("http1_connection: app failures become 500, the http_error status, or 
         CHECK(p.responses.empty());
         CHECK_FALSE(p.error.empty());
         CHECK(r.logged("boom after start"));
+    }
+    SECTION("an exception after response_start but before any body is still a 500: nothing was written")
+    {
+        auto& g = got["/throw-started"];
+        CHECK(g.eof);
+        auto p = ct::parse_responses(g.data);
+        CHECK(p.error.empty());
+        REQUIRE(p.responses.size() == 1);
+        CHECK(p.responses[0].result_int() == 500);
+        CHECK(ct::field(p.responses[0], "x-started").empty());
+        CHECK(r.logged("boom after start, before the body"));
+
+        auto q = ct::parse_responses(got["/forbidden-started"].data);
+        REQUIRE(q.responses.size() == 1);
+        CHECK(q.responses[0].result_int() == 403);
+        CHECK(q.responses[0].body() == "nope");
     }
     SECTION("returning without a response is a logged 500")
     {

@@ -238,7 +238,7 @@ private:
     bool continue_pending_ = false;
     bool bad_body_ = false;
     bool started_ = false;
-    bool head_written_ = false;
+    bool head_written_ = false; // some of the response may be on the wire: it cannot be replaced
     bool body_done_ = false;
     bool complete_ = false;
     bool chunked_ = false;

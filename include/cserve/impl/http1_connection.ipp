@@ -760,16 +760,18 @@ http1_connection::after_app(std::exception_ptr failure)
         } catch (...) {
             srv_.log_.log(log_level::error, "Exception in ASGI application\nunknown exception");
         }
-        if (started_ || disconnected_) {
+        if (head_written_ || disconnected_) {
             keep_alive_ = false; // the response is broken: closing is all that is left
             co_return;
         }
+        // Nothing of a started response has gone out (its head waits for the first body
+        // bytes): it is replaced as if it had never been started.
         co_await respond_simple(status, body);
         co_return;
     }
     if (disconnected_) {
         keep_alive_ = false; // nobody is left to answer: nothing to report either
-    } else if (bad_body_ && !started_) {
+    } else if (bad_body_ && !head_written_) {
         co_await respond_simple(400, http1::error_body(400));
     } else if (!started_) {
         srv_.log_.log(log_level::error, "ASGI callable returned without starting response.");
@@ -1240,6 +1242,7 @@ http1_connection::write_now(net::const_buffer body, std::string_view tail, std::
     // Most responses fit in the socket's send buffer: one non-blocking send, no
     // suspension. Only what does not fit waits for the socket (write_rest).
     std::array<net::const_buffer, 3> buffers{net::buffer(req_->out), body, net::buffer(tail)};
+    head_written_ = true; // from here on, part of it may be on the wire
     boost::system::error_code ec;
     done = socket_.write_some(buffers, ec);
     if (ec == net::error::would_block || ec == net::error::try_again) {
@@ -1267,7 +1270,6 @@ void
 http1_connection::finish_write(boost::system::error_code ec)
 {
     req_->out.clear();
-    head_written_ = true;
     if (ec) {
         disconnected_ = true;
         keep_alive_ = false;

@@ -226,6 +226,11 @@ websocket_session::run()
         break;
     case state::denying:
         conn_.keep_alive_ = false;
+        if (failure && !conn_.head_written_ && !conn_.disconnected_) {
+            // The denial's head is still held: nothing went out, a 500 can replace it.
+            log_handshake("500");
+            co_await conn_.respond_simple(500, "Internal Server Error");
+        }
         state_ = state::closed;
         break;
     case state::open:
