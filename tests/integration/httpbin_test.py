@@ -672,6 +672,20 @@ class RouteTests(SharedServerTestCase):
             c.send(build_request("GET", "/"))
             self.assertEqual(c.read_response().body, b"Hello, world!")
 
+    def test_expect_100_continue_echo_starts_response_first(self):
+        # /echo sends its response_start before it receives: the head is still held then,
+        # so the 100 goes out first.
+        with RawConn(self.port) as c:
+            c.send(build_request("POST", "/echo", [("Content-Length", "5"),
+                                                   ("Expect", "100-continue")]))
+            version, status, reason, headers = c.read_head()
+            self.assertEqual((version, status), ("HTTP/1.1", 100),
+                             "expected 'HTTP/1.1 100 Continue' before sending the body")
+            c.send(b"hello")
+            resp = c.read_response("POST")
+            self.assertEqual(resp.status, 200)
+            self.assertEqual(resp.body, b"hello")
+
     def test_expect_100_continue_curl(self):
         data = os.urandom(5000)
         p = subprocess.run(

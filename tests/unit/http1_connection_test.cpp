@@ -781,6 +781,41 @@ TEST_CASE("http1_connection: 100 Continue is sent when the app first calls recei
     CHECK(next.msg.body() == "next");
 }
 
+TEST_CASE("http1_connection: 100 Continue is sent when the app receives after starting its response",
+          "[http1_connection][expect][started]")
+{
+    // httpbin's /echo: response_start first, then the body is read and streamed back. The
+    // head is still held when the app receives, so the 100 can go out first.
+    auto app = [&](cserve::scope&, cserve::receive receive, cserve::send send) -> task<> {
+        co_await send(http::response_start{.status = 200, .headers = {{"content-type", "text/plain"}}});
+        for (;;) {
+            auto e = co_await receive();
+            auto* chunk = std::get_if<http::request>(&e);
+            if (!chunk)
+                co_return;
+            bool more = chunk->more_body;
+            co_await send(http::response_body{.body = std::move(chunk->body), .more_body = more});
+            if (!more)
+                co_return;
+        }
+    };
+    ct::response_result interim, final_response;
+    auto r = ct::run_server(app, ct::test_config(), [&](unsigned short port) -> task<> {
+        auto s = co_await ct::connect(port);
+        beast::flat_buffer buf;
+        co_await ct::write(s, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+        interim = co_await ct::read_response(s, buf);
+        co_await ct::write(s, "hello");
+        final_response = co_await ct::read_response(s, buf);
+    });
+    CSERVE_REQUIRE_RUN(r);
+    REQUIRE(interim.ok());
+    CHECK(interim.status() == 100);
+    REQUIRE(final_response.ok());
+    CHECK(final_response.status() == 200);
+    CHECK(final_response.msg.body() == "hello");
+}
+
 TEST_CASE("http1_connection: without receive() no 100 Continue is sent and the connection closes",
           "[http1_connection][expect][close]")
 {

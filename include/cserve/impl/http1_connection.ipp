@@ -930,7 +930,9 @@ http1_connection::read_body()
 {
     if (continue_pending_) {
         continue_pending_ = false;
-        if (!started_)
+        // A started response whose head is still held can follow the 100 (RFC 9110 §10.1.1):
+        // without it the client would hold the body back and the head wait for it.
+        if (!head_written_)
             co_await write_continue();
     }
     std::string body;
