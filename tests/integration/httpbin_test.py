@@ -1350,6 +1350,24 @@ class ShutdownTests(ServerTestCase):
             closed, extra = c.wait_closed(2)
             self.assertTrue(closed)
 
+    def test_head_of_endless_stream_yields_and_ends_with_client(self):
+        # HEAD writes no body: send() has nothing to wait for, yet the loop must still run
+        # other connections and signals, and notice the client leaving.
+        server = self.start_server()
+        for path in ("/stream/18446744073709551615", "/bytes/18446744073709551615"):
+            with self.subTest(path=path):
+                c = RawConn(server.port)
+                c.send(build_request("HEAD", path))
+                self.assertEqual(c.read_response("HEAD").status, 200)
+                self.assert_server_ok(server)
+                c.close()
+                time.sleep(0.2)
+                self.assert_server_ok(server)
+        # Nothing is left running: the server exits on SIGTERM at once.
+        t0 = time.monotonic()
+        self.assertEqual(server.stop(signal.SIGTERM), 0, server.log_text())
+        self.assertLess(time.monotonic() - t0, 3.0)
+
     def test_graceful_shutdown_completes_inflight_request(self):
         server = self.start_server()
         results = {}

@@ -1080,6 +1080,64 @@ TEST_CASE("http1_connection: send() after the client has gone throws client_disc
     CHECK(code == cserve::error::client_disconnected);
 }
 
+TEST_CASE("http1_connection: a discarded body sent without end yields to other connections and ends with the client",
+          "[http1_connection][send][discarded]")
+{
+    // HEAD, 204 and 304 write no body: send() has nothing to wait for, yet it must not let
+    // the application monopolise the loop, and must notice the client leaving.
+    auto const request = GENERATE(std::pair<char const*, char const*>{"HEAD", "/forever"},
+                                  std::pair<char const*, char const*>{"GET", "/no-content"});
+    std::string const method = request.first;
+    std::string const path = request.second;
+    bool streaming = false;
+    bool finished = false;
+    bool other_served_meanwhile = false;
+    bool caught_disconnected = false;
+    std::string other_error;
+    auto app = [&](cserve::scope& scope, cserve::receive, cserve::send send) -> task<> {
+        if (scope.path == "/other") {
+            other_served_meanwhile = streaming && !finished;
+            co_await respond(send, 200, "other");
+            co_return;
+        }
+        co_await send(http::response_start{.status = scope.path == "/no-content" ? 204 : 200,
+                                           .headers = {{"content-type", "text/plain"}}});
+        streaming = true;
+        // Bounded in time: a send() that never yields fails the test instead of hanging it.
+        auto const until = clock_type::now() + std::chrono::seconds(2);
+        try {
+            while (clock_type::now() < until)
+                co_await send(http::response_body{.body = "x", .more_body = true});
+        } catch (cserve::client_disconnected const&) {
+            caught_disconnected = true;
+        }
+        finished = true;
+    };
+    ct::response_result head, other;
+    auto r = ct::run_server(app, ct::test_config(), [&](unsigned short port) -> task<> {
+        auto s = co_await ct::connect(port);
+        beast::flat_buffer buf;
+        co_await ct::write(s, ct::get(path, {}, method));
+        head = co_await ct::read_response(s, buf, true);
+        auto s2 = co_await ct::connect(port);
+        beast::flat_buffer buf2;
+        co_await ct::write(s2, ct::get("/other"));
+        other = co_await ct::read_response(s2, buf2);
+        s.close();
+        for (int i = 0; i < 200 && !finished; ++i)
+            co_await ct::wait_for(ms(5));
+    });
+    INFO("method: " << method);
+    CSERVE_REQUIRE_RUN(r); // the server shut down afterwards
+    REQUIRE(head.ok());
+    CHECK(head.msg.body().empty());
+    REQUIRE(other.ok());
+    CHECK(other.msg.body() == "other");
+    CHECK(other_served_meanwhile);
+    CHECK(finished);
+    CHECK(caught_disconnected);
+}
+
 //------------------------------------------------------------------------------
 // 12. Bad input
 

@@ -54,6 +54,10 @@ inline constexpr std::uint64_t discard_limit = 1024 * 1024;
 // is not destroyed by a reset (RFC 9112 §9.6).
 inline constexpr std::size_t linger_limit = 4 * 1024 * 1024; // nginx: time-bound only
 
+// How many send() calls in a row may write nothing before one yields to the loop and looks at
+// the socket (see pause_unwritten): a post and a system call cost several times such a call.
+inline constexpr unsigned unwritten_send_run = 16;
+
 // How many request_states a thread keeps for its connections' next requests.
 inline constexpr std::size_t state_cache_size = 16;
 
@@ -1053,6 +1057,8 @@ http1_connection::send(event e)
             std::size_t done = 0;
             if (!write_now(bytes, tail, done))
                 co_await write_rest(bytes, tail, done);
+        } else if (++unwritten_sends_ % http1::unwritten_send_run == 0) {
+            co_await pause_unwritten();
         }
         if (body_done_ && !trailers_)
             complete_response();
@@ -1186,11 +1192,10 @@ http1_connection::prepare_body(std::string const& body, bool more, std::string_v
         req_->out += req_->head_end;
     }
     if (no_body_) {
-        if (!more) {
+        // The head alone, with the first body event: no body bytes would ever bring it.
+        if (!more)
             body_done_ = true;
-            return true; // the head alone
-        }
-        return false;
+        return !more || !head_written_;
     }
     if (req_->length) {
         if (body.size() > *req_->length - req_->sent)
@@ -1268,6 +1273,39 @@ http1_connection::write_rest(net::const_buffer body, std::string_view tail, std:
     finish_write(ec);
 }
 
+task<>
+http1_connection::pause_unwritten()
+{
+    // send() calls that write nothing do not suspend: without this an application streaming
+    // a body that is discarded (HEAD, 204, 304) or empty pieces would hold the loop for ever,
+    // and every other connection, timer and signal with it. Its own frame: send()'s stays
+    // small for the writes it mostly does.
+    co_await net::post(socket_.get_executor(), net::use_awaitable);
+    if (closed_ || disconnected_)
+        throw client_disconnected();
+    // Nor is a client that left noticed by a write: look at the socket.
+    boost::system::error_code ec;
+    if (body_complete_ && !monitoring_ && req_->in.size() < http1::body_chunk) {
+        // Nobody else reads now: what arrives is the next pipelined request, kept as
+        // wait_disconnect() keeps it.
+        auto n = socket_.read_some(req_->in.prepare(4096), ec);
+        if (!ec)
+            req_->in.commit(n);
+    } else {
+        // The body is still unread (the application may be reading it) or the buffer is full:
+        // a peek only.
+        char c;
+        socket_.receive(net::buffer(&c, 1), net::socket_base::message_peek, ec);
+    }
+    if (!ec || ec == net::error::would_block || ec == net::error::try_again)
+        co_return;
+    disconnected_ = true;
+    keep_alive_ = false;
+    if (monitoring_)
+        monitor_.emit(net::cancellation_type::total);
+    throw client_disconnected();
+}
+
 void
 http1_connection::finish_write(boost::system::error_code ec)
 {
@@ -1301,8 +1339,11 @@ http1_connection::write_trailers(http::response_trailers const& t)
             req_->out += "\r\n";
         }
     }
-    if (t.more_trailers)
+    if (t.more_trailers) {
+        if (++unwritten_sends_ % http1::unwritten_send_run == 0)
+            co_await pause_unwritten();
         co_return;
+    }
     if (write) {
         req_->out += "\r\n";
         co_await write_out({}, {});
