@@ -14,7 +14,8 @@
 //   GET /block/{ms}       blocks the worker's event loop (a synchronous sleep), then "done";
 //                         what the --workers watchdog (--timeout-worker-healthcheck) catches
 //   GET /error/before     throws before the response starts   -> 500
-//   GET /error/after      throws after the response started   -> connection closed
+//   GET /error/started    throws after response_start, before any body -> 500
+//   GET /error/after      throws after 5 of its 10 body bytes -> connection closed
 //   GET /error/none       returns without a response          -> 500
 //   GET /pid              the serving process id (a worker's, under --workers)
 //   GET /disconnect       waits for the client to go, counts it
@@ -348,8 +349,12 @@ app(app_state& st, cserve::scope& scope, cserve::receive receive, cserve::send s
         co_await respond(send, 200, "done");
     } else if (get && path == "/error/before") {
         throw std::runtime_error("failure before the response started");
+    } else if (get && path == "/error/started") {
+        co_await send(http::response_start{.status = 200, .headers = {{"content-length", "10"}}});
+        throw std::runtime_error("failure after the response started, before its body");
     } else if (get && path == "/error/after") {
         co_await send(http::response_start{.status = 200, .headers = {{"content-length", "10"}}});
+        co_await send(http::response_body{.body = "01234", .more_body = true});
         throw std::runtime_error("failure after the response started");
     } else if (get && path == "/error/none") {
         co_return;

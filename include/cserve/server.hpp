@@ -61,7 +61,8 @@ public:
         @param cfg The settings. With `cfg.proxy_headers` the application is wrapped in
     proxy_headers() trusting `cfg.forwarded_allow_ips`.
 
-    @throws std::invalid_argument when `cfg.forwarded_allow_ips` is not a valid list.
+    @throws std::invalid_argument when `cfg.forwarded_allow_ips` is not a valid list, or a
+    header of `cfg.headers` has an invalid name or value (RFC 9110 §5.1, §5.5: a CR, LF or NUL).
     */
     CSERVE_DECL server(boost::asio::io_context& ioc, app_function app, config cfg = {});
 

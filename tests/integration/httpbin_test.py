@@ -672,6 +672,20 @@ class RouteTests(SharedServerTestCase):
             c.send(build_request("GET", "/"))
             self.assertEqual(c.read_response().body, b"Hello, world!")
 
+    def test_expect_100_continue_echo_starts_response_first(self):
+        # /echo sends its response_start before it receives: the head is still held then,
+        # so the 100 goes out first.
+        with RawConn(self.port) as c:
+            c.send(build_request("POST", "/echo", [("Content-Length", "5"),
+                                                   ("Expect", "100-continue")]))
+            version, status, reason, headers = c.read_head()
+            self.assertEqual((version, status), ("HTTP/1.1", 100),
+                             "expected 'HTTP/1.1 100 Continue' before sending the body")
+            c.send(b"hello")
+            resp = c.read_response("POST")
+            self.assertEqual(resp.status, 200)
+            self.assertEqual(resp.body, b"hello")
+
     def test_expect_100_continue_curl(self):
         data = os.urandom(5000)
         p = subprocess.run(
@@ -1023,6 +1037,41 @@ class ProtocolErrorTests(SharedServerTestCase):
     def test_whitespace_before_colon(self):
         self.assert_rejected(b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400)
 
+    def test_chunk_ext_quoted_string_not_closed_on_its_line(self):
+        # Without a bound the server would buffer and rescan every later byte.
+        self.assert_rejected(build_request(
+            "POST", "/upload", [("Transfer-Encoding", "chunked")],
+            b'5;a="x\r\nhello\r\n0\r\n\r\n' + b"x" * 100000), 400)
+
+    def test_chunk_line_too_long(self):
+        self.assert_rejected(build_request(
+            "POST", "/upload", [("Transfer-Encoding", "chunked")],
+            b"5;a=" + b"b" * 5000 + b"\r\nhello\r\n0\r\n\r\n"), 400)
+
+    def test_chunk_ext_control_characters(self):
+        for value in (b'"x\ny"', b'"x\x00y"', b'"x\x01\x7fy"'):
+            with self.subTest(value=value):
+                with RawConn(self.port) as c:
+                    c.send_ignoring_reset(build_request(
+                        "POST", "/upload", [("Transfer-Encoding", "chunked")],
+                        b"5;a=" + value + b"\r\nhello\r\n0\r\n\r\n") + build_request("GET", "/"))
+                    resp = c.read_response()
+                    self.assertEqual(resp.status, 400, resp)
+                    self.assert_closed(c)
+        self.assert_server_ok(self.server)
+
+    def test_obs_fold_after_empty_value(self):
+        for request in (
+                build_request("GET", "/headers", [("X-A", "\r\n\tfolded value")]),
+                build_request("POST", "/upload", [("Transfer-Encoding", "\r\n chunked")],
+                              b"5\r\nhello\r\n0\r\n\r\n"),
+                build_request("POST", "/upload", [("Content-Length", "\r\n 5")], b"hello")):
+            with self.subTest(request=request):
+                self.assert_rejected(request.replace(b": \r\n", b":\r\n"), 400)
+
+    def test_space_inside_target(self):
+        self.assert_rejected(b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", 400)
+
     def test_bad_request_after_good_one_on_same_connection(self):
         with RawConn(self.port) as c:
             c.send(build_request("GET", "/bytes/2") + b"GARBAGE\r\n\r\n")
@@ -1077,21 +1126,32 @@ class AppErrorTests(SharedServerTestCase):
     def test_error_after_start(self):
         with RawConn(self.port) as c:
             c.send(build_request("GET", "/error/after"))
-            # The server may have sent the 200 header already (it may also hold it until
-            # the first body bytes, and then there is nothing to send): either way the
-            # connection must close before 10 body bytes arrive, and nothing else may
-            # be sent in place of the response the application started.
+            # 5 of the 10 body bytes went out before the app threw: the connection must
+            # close before the rest, and nothing else may be sent in place of the response.
             data = c.read_to_eof()   # must end (close) rather than time out
-            if data:
-                head, sep, rest = data.partition(b"\r\n\r\n")
-                self.assertTrue(sep, "incomplete response header: %r" % data[:300])
-                self.assertRegex(head, rb"^HTTP/1\.1 200\b")
-                self.assertRegex(head.lower(), rb"\r\ncontent-length: *10\r?(\n|$)")
-                self.assertLess(len(rest), 10, "a full body arrived although the app threw")
+            head, sep, rest = data.partition(b"\r\n\r\n")
+            self.assertTrue(sep, "incomplete response header: %r" % data[:300])
+            self.assertRegex(head, rb"^HTTP/1\.1 200\b")
+            self.assertRegex(head.lower(), rb"\r\ncontent-length: *10\r?(\n|$)")
+            self.assertEqual(rest, b"01234", "more than the body sent before the failure")
         self.assertIsNotNone(
             self.server.wait_for_line(lambda l: "Exception in ASGI application" in l, 3),
             "no 'Exception in ASGI application' logged; stderr:\n%s" % self.server.log_text())
         self.assert_server_ok(self.server)
+
+    def test_error_after_start_before_body(self):
+        # Nothing was written (the head waits for the first body bytes): a 500 replaces the
+        # response the application started, and the connection stays usable.
+        with RawConn(self.port) as c:
+            c.send(build_request("GET", "/error/started"))
+            resp = c.read_response()
+            self.assertEqual(resp.status, 500, resp)
+            self.assertEqual(resp.body, b"Internal Server Error")
+            c.send(build_request("GET", "/"))
+            self.assertEqual(c.read_response().body, b"Hello, world!")
+        self.assertIsNotNone(
+            self.server.wait_for_line(lambda l: "before its body" in l, 3),
+            "the exception was not logged; stderr:\n%s" % self.server.log_text())
 
     def test_error_after_start_httpx(self):
         with httpx_client() as client:
@@ -1289,6 +1349,24 @@ class ShutdownTests(ServerTestCase):
             self.assertLess(time.monotonic() - t0, 3.0)
             closed, extra = c.wait_closed(2)
             self.assertTrue(closed)
+
+    def test_head_of_endless_stream_yields_and_ends_with_client(self):
+        # HEAD writes no body: send() has nothing to wait for, yet the loop must still run
+        # other connections and signals, and notice the client leaving.
+        server = self.start_server()
+        for path in ("/stream/18446744073709551615", "/bytes/18446744073709551615"):
+            with self.subTest(path=path):
+                c = RawConn(server.port)
+                c.send(build_request("HEAD", path))
+                self.assertEqual(c.read_response("HEAD").status, 200)
+                self.assert_server_ok(server)
+                c.close()
+                time.sleep(0.2)
+                self.assert_server_ok(server)
+        # Nothing is left running: the server exits on SIGTERM at once.
+        t0 = time.monotonic()
+        self.assertEqual(server.stop(signal.SIGTERM), 0, server.log_text())
+        self.assertLess(time.monotonic() - t0, 3.0)
 
     def test_graceful_shutdown_completes_inflight_request(self):
         server = self.start_server()

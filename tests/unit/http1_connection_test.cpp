@@ -781,6 +781,41 @@ TEST_CASE("http1_connection: 100 Continue is sent when the app first calls recei
     CHECK(next.msg.body() == "next");
 }
 
+TEST_CASE("http1_connection: 100 Continue is sent when the app receives after starting its response",
+          "[http1_connection][expect][started]")
+{
+    // httpbin's /echo: response_start first, then the body is read and streamed back. The
+    // head is still held when the app receives, so the 100 can go out first.
+    auto app = [&](cserve::scope&, cserve::receive receive, cserve::send send) -> task<> {
+        co_await send(http::response_start{.status = 200, .headers = {{"content-type", "text/plain"}}});
+        for (;;) {
+            auto e = co_await receive();
+            auto* chunk = std::get_if<http::request>(&e);
+            if (!chunk)
+                co_return;
+            bool more = chunk->more_body;
+            co_await send(http::response_body{.body = std::move(chunk->body), .more_body = more});
+            if (!more)
+                co_return;
+        }
+    };
+    ct::response_result interim, final_response;
+    auto r = ct::run_server(app, ct::test_config(), [&](unsigned short port) -> task<> {
+        auto s = co_await ct::connect(port);
+        beast::flat_buffer buf;
+        co_await ct::write(s, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+        interim = co_await ct::read_response(s, buf);
+        co_await ct::write(s, "hello");
+        final_response = co_await ct::read_response(s, buf);
+    });
+    CSERVE_REQUIRE_RUN(r);
+    REQUIRE(interim.ok());
+    CHECK(interim.status() == 100);
+    REQUIRE(final_response.ok());
+    CHECK(final_response.status() == 200);
+    CHECK(final_response.msg.body() == "hello");
+}
+
 TEST_CASE("http1_connection: without receive() no 100 Continue is sent and the connection closes",
           "[http1_connection][expect][close]")
 {
@@ -820,6 +855,12 @@ TEST_CASE("http1_connection: app failures become 500, the http_error status, or 
             co_await send(http::response_start{.status = 200});
             co_await send(http::response_body{.body = "partial", .more_body = true});
             throw std::runtime_error("boom after start");
+        } else if (scope.path == "/throw-started") {
+            co_await send(http::response_start{.status = 200, .headers = {{"x-started", "yes"}}});
+            throw std::runtime_error("boom after start, before the body");
+        } else if (scope.path == "/forbidden-started") {
+            co_await send(http::response_start{.status = 200, .headers = {{"x-started", "yes"}}});
+            throw cserve::http_error(403, "nope");
         } else if (scope.path == "/none") {
             co_return;
         } else if (scope.path == "/mid") {
@@ -831,7 +872,8 @@ TEST_CASE("http1_connection: app failures become 500, the http_error status, or 
     };
     std::map<std::string, ct::read_result> got;
     auto r = ct::run_server(app, ct::test_config(), [&](unsigned short port) -> task<> {
-        for (std::string path : {"/throw", "/forbidden", "/throw-after", "/none", "/mid", "/"}) {
+        for (std::string path :
+             {"/throw", "/forbidden", "/throw-after", "/throw-started", "/forbidden-started", "/none", "/mid", "/"}) {
             auto s = co_await ct::connect(port);
             co_await ct::write(s, ct::get(path, "Connection: close\r\n"));
             got[path] = co_await ct::read_to_eof(s);
@@ -868,6 +910,22 @@ TEST_CASE("http1_connection: app failures become 500, the http_error status, or 
         CHECK(p.responses.empty());
         CHECK_FALSE(p.error.empty());
         CHECK(r.logged("boom after start"));
+    }
+    SECTION("an exception after response_start but before any body is still a 500: nothing was written")
+    {
+        auto& g = got["/throw-started"];
+        CHECK(g.eof);
+        auto p = ct::parse_responses(g.data);
+        CHECK(p.error.empty());
+        REQUIRE(p.responses.size() == 1);
+        CHECK(p.responses[0].result_int() == 500);
+        CHECK(ct::field(p.responses[0], "x-started").empty());
+        CHECK(r.logged("boom after start, before the body"));
+
+        auto q = ct::parse_responses(got["/forbidden-started"].data);
+        REQUIRE(q.responses.size() == 1);
+        CHECK(q.responses[0].result_int() == 403);
+        CHECK(q.responses[0].body() == "nope");
     }
     SECTION("returning without a response is a logged 500")
     {
@@ -1022,6 +1080,64 @@ TEST_CASE("http1_connection: send() after the client has gone throws client_disc
     CHECK(code == cserve::error::client_disconnected);
 }
 
+TEST_CASE("http1_connection: a discarded body sent without end yields to other connections and ends with the client",
+          "[http1_connection][send][discarded]")
+{
+    // HEAD, 204 and 304 write no body: send() has nothing to wait for, yet it must not let
+    // the application monopolise the loop, and must notice the client leaving.
+    auto const request = GENERATE(std::pair<char const*, char const*>{"HEAD", "/forever"},
+                                  std::pair<char const*, char const*>{"GET", "/no-content"});
+    std::string const method = request.first;
+    std::string const path = request.second;
+    bool streaming = false;
+    bool finished = false;
+    bool other_served_meanwhile = false;
+    bool caught_disconnected = false;
+    std::string other_error;
+    auto app = [&](cserve::scope& scope, cserve::receive, cserve::send send) -> task<> {
+        if (scope.path == "/other") {
+            other_served_meanwhile = streaming && !finished;
+            co_await respond(send, 200, "other");
+            co_return;
+        }
+        co_await send(http::response_start{.status = scope.path == "/no-content" ? 204 : 200,
+                                           .headers = {{"content-type", "text/plain"}}});
+        streaming = true;
+        // Bounded in time: a send() that never yields fails the test instead of hanging it.
+        auto const until = clock_type::now() + std::chrono::seconds(2);
+        try {
+            while (clock_type::now() < until)
+                co_await send(http::response_body{.body = "x", .more_body = true});
+        } catch (cserve::client_disconnected const&) {
+            caught_disconnected = true;
+        }
+        finished = true;
+    };
+    ct::response_result head, other;
+    auto r = ct::run_server(app, ct::test_config(), [&](unsigned short port) -> task<> {
+        auto s = co_await ct::connect(port);
+        beast::flat_buffer buf;
+        co_await ct::write(s, ct::get(path, {}, method));
+        head = co_await ct::read_response(s, buf, true);
+        auto s2 = co_await ct::connect(port);
+        beast::flat_buffer buf2;
+        co_await ct::write(s2, ct::get("/other"));
+        other = co_await ct::read_response(s2, buf2);
+        s.close();
+        for (int i = 0; i < 200 && !finished; ++i)
+            co_await ct::wait_for(ms(5));
+    });
+    INFO("method: " << method);
+    CSERVE_REQUIRE_RUN(r); // the server shut down afterwards
+    REQUIRE(head.ok());
+    CHECK(head.msg.body().empty());
+    REQUIRE(other.ok());
+    CHECK(other.msg.body() == "other");
+    CHECK(other_served_meanwhile);
+    CHECK(finished);
+    CHECK(caught_disconnected);
+}
+
 //------------------------------------------------------------------------------
 // 12. Bad input
 
@@ -1061,6 +1177,14 @@ TEST_CASE("http1_connection: bad requests get an HTTP error and a closed connect
         {"Transfer-Encoding: gzip alone", "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n", 400},
         {"Transfer-Encoding on HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
         {"obs-fold", "GET / HTTP/1.1\r\nHost: t\r\nX-A: a\r\n b\r\n\r\n", 400},
+        // RFC 9112 §5.2: a fold after an empty first line is a fold too.
+        {"obs-fold after an empty value", "GET / HTTP/1.1\r\nHost: t\r\nX-A:\r\n\tfolded value\r\n\r\n", 400},
+        {"Transfer-Encoding folded after an empty value",
+         "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding:\r\n chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400},
+        {"Content-Length folded after an empty value", "POST / HTTP/1.1\r\nHost: t\r\nContent-Length:\r\n 5\r\n\r\nhello",
+         400},
+        // RFC 9112 §3: a malformed request line is a 400, whatever its last word looks like.
+        {"space inside the target", "GET /a b HTTP/1.1\r\nHost: t\r\n\r\n", 400},
         {"target not in origin or absolute form", "GET foo HTTP/1.1\r\nHost: t\r\n\r\n", 400},
     };
 
@@ -1112,6 +1236,77 @@ TEST_CASE("http1_connection: bad requests get an HTTP error and a closed connect
     REQUIRE(p.responses.size() == 1);
     CHECK(p.responses[0].result_int() == 200);
     CHECK(p.responses[0].body() == "ok");
+}
+
+TEST_CASE("http1_connection: bad chunk lines and extensions get 400 and a closed connection",
+          "[http1_connection][bad-input][chunk-ext]")
+{
+    auto const chunked_post = [](std::string body) {
+        return "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + body;
+    };
+    std::string const next = ct::get("/next");
+    std::vector<bad_case> const cases{
+        // Beast's scan of a quoted value runs past the line end to the closing quote: one
+        // that never comes would have every later byte buffered and rescanned.
+        {"quoted extension not closed on its line", chunked_post("5;a=\"x\r\nhello\r\n0\r\n\r\n"), 400},
+        {"quoted extension of the last chunk not closed on its line", chunked_post("0;a=\"x\r\n\r\n"), 400},
+        {"chunk line longer than the limit, unfinished", chunked_post("5;a=" + std::string(5000, 'b')), 400},
+        {"chunk line longer than the limit", chunked_post("5;a=" + std::string(5000, 'b') + "\r\nhello\r\n0\r\n\r\n"),
+         400},
+        // RFC 9110 §5.6.4: no CTLs in a quoted-string.
+        {"LF in a quoted extension", chunked_post("5;a=\"x\ny\"\r\nhello\r\n0\r\n\r\n") + next, 400},
+        {"NUL in a quoted extension", chunked_post(std::string("5;a=\"x") + '\0' + "y\"\r\nhello\r\n0\r\n\r\n") + next, 400},
+        {"SOH and DEL in a quoted extension", chunked_post("5;a=\"x\x01\x7fy\"\r\nhello\r\n0\r\n\r\n") + next, 400},
+        {"CTL after a backslash", chunked_post("5;a=\"x\\\x01\"\r\nhello\r\n0\r\n\r\n") + next, 400},
+        {"CTL in the last chunk's extension", chunked_post("5\r\nhello\r\n0;a=\"\x01\"\r\n\r\n") + next, 400},
+        {"trailer section larger than max_header_bytes", chunked_post("0\r\nX-T: " + std::string(3000, 't')), 400},
+    };
+    auto cfg = ct::test_config();
+    cfg.max_header_bytes = 1024;
+    int app_calls = 0;
+    int app_disconnects = 0;
+    auto app = [&](cserve::scope&, cserve::receive receive, cserve::send send) -> task<> {
+        ++app_calls;
+        bool gone = false;
+        auto body = co_await read_all(receive, gone);
+        if (gone) {
+            ++app_disconnects;
+            co_return;
+        }
+        co_await respond(send, 200, "ok:" + body);
+    };
+    std::vector<ct::read_result> got(cases.size());
+    ct::read_result good;
+    auto r = ct::run_server(app, cfg, [&](unsigned short port) -> task<> {
+        for (std::size_t i = 0; i < cases.size(); ++i) {
+            auto s = co_await ct::connect(port);
+            (void)co_await ct::try_write(s, cases[i].request);
+            got[i] = co_await ct::read_to_eof(s);
+        }
+        auto s = co_await ct::connect(port);
+        co_await ct::write(s, chunked_post("5;a=\"x\\\"y\";b;c=d\r\nhello\r\n0;e\r\n\r\n"));
+        good = co_await ct::read_to_eof(s, ms(300));
+    });
+    CSERVE_REQUIRE_RUN(r);
+
+    for (std::size_t i = 0; i < cases.size(); ++i) {
+        INFO("case: " << cases[i].name);
+        INFO("raw response: " << got[i].data);
+        CHECK(got[i].eof);
+        CHECK_FALSE(got[i].timed_out);
+        auto p = ct::parse_responses(got[i].data);
+        CHECK(p.error.empty());
+        REQUIRE(p.responses.size() == 1);
+        CHECK(static_cast<int>(p.responses[0].result_int()) == cases[i].status);
+        CHECK(ct::field(p.responses[0], "connection") == "close");
+    }
+    CHECK(app_calls == static_cast<int>(cases.size()) + 1);
+    CHECK(app_disconnects == static_cast<int>(cases.size()));
+    // Valid extensions, a quoted-pair among them, are still accepted.
+    auto p = ct::parse_responses(good.data);
+    REQUIRE(p.responses.size() == 1);
+    CHECK(p.responses[0].result_int() == 200);
+    CHECK(p.responses[0].body() == "ok:hello");
 }
 
 TEST_CASE("http1_connection: a request line with an unsupported HTTP version gets 505",
@@ -1378,6 +1573,9 @@ TEST_CASE("http1_connection: events out of order or invalid make send() throw cs
                 co_await send(http::response_start{.status = 200, .headers = {{"x-a", "line\r\nbreak"}}});
             } else if (path == "/bad-status") {
                 co_await send(http::response_start{.status = 42});
+            } else if (path == "/status-100" || path == "/status-101" || path == "/status-199" ||
+                       path == "/status-600") {
+                co_await send(http::response_start{.status = std::stoi(path.substr(8))});
             } else if (path == "/websocket-event") {
                 co_await send(cserve::websocket::send{.text = "hi"});
             } else if (path == "/body-after-end") {
@@ -1405,7 +1603,8 @@ TEST_CASE("http1_connection: events out of order or invalid make send() throw cs
     };
     std::vector<std::string> const paths{"/body-first",      "/double-start",   "/bad-header",
                                          "/bad-value",       "/bad-status",     "/websocket-event",
-                                         "/body-after-end",  "/unexpected-trailers"};
+                                         "/body-after-end",  "/unexpected-trailers", "/status-100",
+                                         "/status-101",      "/status-199",     "/status-600"};
     std::vector<ct::response_result> res(paths.size());
     auto r = ct::run_server(app, ct::test_config(), [&](unsigned short port) -> task<> {
         for (std::size_t i = 0; i < paths.size(); ++i) {
@@ -1423,6 +1622,11 @@ TEST_CASE("http1_connection: events out of order or invalid make send() throw cs
     CHECK(thrown["/bad-header"] == cserve::error::invalid_header);
     CHECK(thrown["/bad-value"] == cserve::error::invalid_header);
     CHECK(thrown["/bad-status"] == cserve::error::invalid_status);
+    // RFC 9110 §15: a final response is 2xx-5xx; an interim one is not the app's to send.
+    CHECK(thrown["/status-100"] == cserve::error::invalid_status);
+    CHECK(thrown["/status-101"] == cserve::error::invalid_status);
+    CHECK(thrown["/status-199"] == cserve::error::invalid_status);
+    CHECK(thrown["/status-600"] == cserve::error::invalid_status);
     CHECK(thrown["/websocket-event"] == cserve::error::unexpected_event);
     CHECK(thrown["/body-after-end"] == cserve::error::unexpected_event);
     CHECK(thrown["/unexpected-trailers"] == cserve::error::unexpected_event);

@@ -18,6 +18,7 @@
 #include <chrono>
 #include <exception>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -120,6 +121,41 @@ TEST_CASE("server: binding a port that is taken fails: listen(ec) sets it, liste
     CHECK(done);
     CHECK(failure);
     CHECK_THROWS_AS(std::rethrow_exception(failure), boost::system::system_error);
+}
+
+TEST_CASE("server: config.headers with an invalid name or value is refused at construction",
+          "[server][config][headers]")
+{
+    // Written into every response head: a CR or LF would split each response.
+    struct bad_header {
+        char const* name;
+        std::string header_name;
+        std::string value;
+    };
+    auto const bad = GENERATE(bad_header{"LF in the value", "x-a", "b\nx-injected: 1"},
+                              bad_header{"CRLF in the value", "x-a", "b\r\nx-injected: 1"},
+                              bad_header{"NUL in the value", "x-a", std::string("b\0c", 3)},
+                              bad_header{"space in the name", "x a", "b"},
+                              bad_header{"colon in the name", "x-a:", "b"},
+                              bad_header{"empty name", "", "b"});
+    auto const& name = bad.header_name;
+    INFO(bad.name);
+    net::io_context ioc;
+    auto cfg = ct::test_config();
+    cfg.headers = {{"x-good", "fine"}, {name, bad.value}};
+    std::string message;
+    bool threw = false;
+    try {
+        cserve::server srv(ioc, ok_app, cfg);
+    } catch (std::invalid_argument const& e) {
+        threw = true;
+        message = e.what();
+    }
+    CHECK(threw);
+    CHECK(message.find("'" + name + "'") != std::string::npos);
+
+    cfg.headers = {{"x-good", "fine"}, {"x-empty", ""}};
+    CHECK_NOTHROW(cserve::server(ioc, ok_app, cfg));
 }
 
 TEST_CASE("server: an unresolvable host makes listen(ec) fail", "[server][listen][host]")

@@ -659,7 +659,8 @@ TEST_CASE("websocket: a close frame without a status code reaches the app as dis
 
 namespace {
 
-// Behaves as its path says: /close, /deny, /return, /throw, /accept-return, /accept-throw.
+// Behaves as its path says: /close, /deny, /deny-101, /deny-throw, /return, /throw,
+// /accept-return, /accept-throw.
 task<>
 outcome_app(cserve::scope& scope, cserve::receive receive, cserve::send send)
 {
@@ -673,6 +674,11 @@ outcome_app(cserve::scope& scope, cserve::receive receive, cserve::send send)
             .headers = {{"content-type", "text/plain"}, {"content-length", "6"}},
         });
         co_await send(http::response_body{.body = "denied"});
+    } else if (path == "/deny-101") {
+        co_await send(http::response_start{.status = 101}); // not a final status: throws
+    } else if (path == "/deny-throw") {
+        co_await send(http::response_start{.status = 401, .headers = {{"content-length", "6"}}});
+        throw std::runtime_error("failed while denying");
     } else if (path == "/return") {
         co_return;
     } else if (path == "/throw") {
@@ -727,6 +733,29 @@ TEST_CASE("websocket: http.response_start and body before accept are sent as the
     CHECK(o.hs.status() == 401);
     CHECK(o.hs.res.body() == "denied");
     CHECK(o.hs.header("content-type") == "text/plain");
+}
+
+TEST_CASE("websocket: a denial with a 1xx status gets HTTP 500", "[websocket][handshake][deny]")
+{
+    // A 1xx is not a denial (RFC 9110 §15): send() throws before anything is written.
+    outcome o;
+    auto r = run_outcome("/deny-101", o);
+    CSERVE_REQUIRE_RUN(r);
+    CHECK(o.hs.ec == bws::error::upgrade_declined);
+    CHECK(o.hs.status() == 500);
+    CHECK(r.logged("Exception in ASGI application"));
+}
+
+TEST_CASE("websocket: a denial that fails before its body is written gets HTTP 500",
+          "[websocket][handshake][deny][errors]")
+{
+    // The head of a denial is held until its body: nothing went out, a 500 can replace it.
+    outcome o;
+    auto r = run_outcome("/deny-throw", o);
+    CSERVE_REQUIRE_RUN(r);
+    CHECK(o.hs.ec == bws::error::upgrade_declined);
+    CHECK(o.hs.status() == 500);
+    CHECK(r.logged("failed while denying"));
 }
 
 TEST_CASE("websocket: an app that returns without accepting gets HTTP 403", "[websocket][handshake][deny]")

@@ -189,6 +189,7 @@ private:
     CSERVE_DECL bool prepare_body(std::string const& body, bool more, std::string_view& tail);
     CSERVE_DECL bool write_now(net::const_buffer body, std::string_view tail, std::size_t& done);
     CSERVE_DECL task<> write_rest(net::const_buffer body, std::string_view tail, std::size_t done);
+    CSERVE_DECL task<> pause_unwritten();
     CSERVE_DECL void finish_write(boost::system::error_code ec);
     CSERVE_DECL void start_response(http::response_start& s);
     CSERVE_DECL void complete_response() noexcept;
@@ -219,6 +220,7 @@ private:
     bool monitoring_ = false;
     bool writing_ = false;
     bool quiet_ = false; // no access-log line: a WebSocket denial logs its own
+    unsigned char unwritten_sends_ = 0; // send() calls that wrote nothing: see pause_unwritten
 
     // Per request.
     bool keep_alive_ = true;
@@ -228,7 +230,7 @@ private:
     bool continue_pending_ = false;
     bool bad_body_ = false;
     bool started_ = false;
-    bool head_written_ = false;
+    bool head_written_ = false; // some of the response may be on the wire: it cannot be replaced
     bool body_done_ = false;
     bool complete_ = false;
     bool chunked_ = false;

@@ -62,6 +62,10 @@ struct request_head {
     }
 };
 
+// The longest chunk-size line accepted, extensions included (RFC 9112 §7.1 sets none; h11
+// and nginx bound it too). Beast does not: a line that never ends would grow the buffer.
+inline constexpr std::size_t chunk_line_limit = 4096;
+
 // Where body bytes go: appended to `sink` (or dropped when it is null) until `room` is
 // used up, so that the read buffer is consumed only as fast as the application receives.
 struct body_target {
@@ -73,13 +77,45 @@ struct body_target {
 // (method, target, version, field syntax, Content-Length, chunk framing); this adds the
 // checks RFC 9112 asks of a server that Beast leaves to the caller: Host, Transfer-Encoding
 // with Content-Length in either order, Transfer-Encoding on HTTP/1.0, unsupported codings,
-// obs-fold.
+// obs-fold, the chunk-ext grammar and the length of a chunk line.
 class request_parser final : public boost::beast::http::basic_parser<true> {
 public:
     request_parser(request_head& head, body_target& body) noexcept
         : head_(head)
         , body_(body)
     {
+    }
+
+    /** Called when put() asked for more with `rest` still unparsed: rejects a chunked body
+        that more bytes cannot complete.
+
+        Between chunks, Beast waits for a whole chunk-size line (after the CRLF that ends the
+        previous chunk's data) or for the last chunk's whole trailer section, with no limit
+        on either. And it scans a quoted chunk-ext value up to its closing quote wherever
+        that is, past the end of the line: a quote not closed on its line has Beast ask for
+        more for ever, rescanning all that arrived. So: a line longer than chunk_line_limit,
+        a complete chunk line that Beast still cannot parse, and a trailer section longer than
+        `trailer_limit` (or complete but not parsed) are errors.
+    */
+    void
+    check_stalled(std::string_view rest, std::size_t trailer_limit, boost::beast::error_code& ec) const noexcept
+    {
+        if (!is_header_done() || !chunked())
+            return;
+        auto line = rest;
+        if (line.starts_with("\r\n"))
+            line.remove_prefix(2);
+        auto const eol = line.find("\r\n");
+        if (eol == std::string_view::npos) {
+            if (line.size() > chunk_line_limit)
+                ec = boost::beast::http::error::bad_chunk;
+            return;
+        }
+        // 1*"0": the last chunk, complete with its trailer section at the first empty line.
+        auto const digits = line.find_first_not_of('0'); // not npos: the line has its CRLF
+        bool const last_chunk = digits > 0 && http1::hex_value(line[digits]) < 0;
+        if (!last_chunk || line.find("\r\n\r\n") != std::string_view::npos || line.size() > trailer_limit)
+            ec = boost::beast::http::error::bad_chunk_extension;
     }
 
 private:
@@ -132,8 +168,14 @@ private:
         if (is_header_done())
             return; // a chunked body's trailer fields: ASGI has no request trailers
         // Beast joins obs-fold lines in a buffer of its own; RFC 9112 §5.2 lets a server
-        // reject them instead, which keeps every value a view into the request.
+        // reject them instead, which keeps every value a view into the request. A fold after
+        // an empty first line is not joined: the value is the next line's, in the buffer,
+        // with the line break between it and the name.
         if (!in_buffer(value))
+            return reject(400, ec);
+        auto const gap = std::string_view(name.data() + name.size(),
+                                          static_cast<std::size_t>(value.data() - (name.data() + name.size())));
+        if (gap.find_first_of("\r\n") != std::string_view::npos)
             return reject(400, ec);
         head_.fields.emplace_back(span_of(name), span_of(value));
         switch (f) {
@@ -213,8 +255,12 @@ private:
     }
 
     void
-    on_chunk_header_impl(std::uint64_t, string_view, error_code&) override
+    on_chunk_header_impl(std::uint64_t, string_view ext, error_code& ec) override
     {
+        // Beast checks the shape of chunk-ext, not its characters: a quoted value may hold
+        // any CTL. RFC 9112 §7.1.1 and RFC 9110 §5.6.4 allow none but HTAB.
+        if (ext.size() > chunk_line_limit || !http1::valid_chunk_ext(ext))
+            ec = boost::beast::http::error::bad_chunk_extension;
     }
 
     std::size_t

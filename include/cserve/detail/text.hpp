@@ -5,6 +5,7 @@
 
 #include <cserve/detail/config.hpp>
 
+#include <cstddef>
 #include <string_view>
 
 namespace cserve::detail {
@@ -55,6 +56,19 @@ is_tchar(unsigned char c) noexcept
     }
 }
 
+// The value of the hex digit `c`, or -1.
+inline int
+hex_value(char c) noexcept
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 inline bool
 valid_field_name(std::string_view s) noexcept
 {
@@ -73,6 +87,77 @@ valid_field_value(std::string_view s) noexcept
     for (unsigned char c : s)
         if (c == '\r' || c == '\n' || c == '\0')
             return false;
+    return true;
+}
+
+// Whether `s` from s[i] (a DQUOTE) on starts with a quoted-string (RFC 9110 §5.6.4); if it
+// does, `i` is moved past its closing DQUOTE. No CTL other than HTAB may appear in it.
+inline bool
+skip_quoted_string(std::string_view s, std::size_t& i) noexcept
+{
+    for (++i; i < s.size(); ++i) {
+        auto c = static_cast<unsigned char>(s[i]);
+        if (c == '"') {
+            ++i;
+            return true;
+        }
+        if (c == '\\') {
+            // quoted-pair = "\" ( HTAB / SP / VCHAR / obs-text )
+            if (++i == s.size())
+                return false;
+            c = static_cast<unsigned char>(s[i]);
+            if (c != '\t' && (c < 0x20 || c == 0x7f))
+                return false;
+            continue;
+        }
+        // qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text
+        if (c != '\t' && (c < 0x20 || c == 0x7f))
+            return false;
+    }
+    return false;
+}
+
+// Whether `s` is a chunk-ext (RFC 9112 §7.1.1):
+//   *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+// with chunk-ext-name = token and chunk-ext-val = token / quoted-string.
+inline bool
+valid_chunk_ext(std::string_view s) noexcept
+{
+    std::size_t i = 0;
+    auto const n = s.size();
+    auto bws = [&] {
+        while (i < n && (s[i] == ' ' || s[i] == '\t'))
+            ++i;
+    };
+    auto token = [&] {
+        auto const start = i;
+        while (i < n && is_tchar(static_cast<unsigned char>(s[i])))
+            ++i;
+        return i > start;
+    };
+    while (i < n) {
+        bws();
+        if (i == n || s[i] != ';')
+            return false;
+        ++i;
+        bws();
+        if (!token())
+            return false;
+        auto const name_end = i;
+        bws();
+        if (i < n && s[i] == '=') {
+            ++i;
+            bws();
+            if (i < n && s[i] == '"') {
+                if (!skip_quoted_string(s, i))
+                    return false;
+            } else if (!token()) {
+                return false;
+            }
+        } else {
+            i = name_end; // white space only before a further ";"
+        }
+    }
     return true;
 }
 

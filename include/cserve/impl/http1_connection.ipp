@@ -54,6 +54,10 @@ inline constexpr std::uint64_t discard_limit = 1024 * 1024;
 // is not destroyed by a reset (RFC 9112 §9.6).
 inline constexpr std::size_t linger_limit = 4 * 1024 * 1024; // nginx: time-bound only
 
+// How many send() calls in a row may write nothing before one yields to the loop and looks at
+// the socket (see pause_unwritten): a post and a system call cost several times such a call.
+inline constexpr unsigned unwritten_send_run = 16;
+
 // How many request_states a thread keeps for its connections' next requests.
 inline constexpr std::size_t state_cache_size = 16;
 
@@ -104,18 +108,6 @@ append_hex(std::string& out, std::uint64_t v)
     char buf[24];
     auto r = std::to_chars(buf, buf + sizeof buf, v, 16);
     out.append(buf, r.ptr);
-}
-
-inline int
-hex_value(char c) noexcept
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 // Appends the percent-decoding of `s`; a '%' not followed by two hex digits stays as it
@@ -172,6 +164,17 @@ starts_with_icase(std::string_view s, std::string_view prefix) noexcept
     return s.size() >= prefix.size() && boost::beast::iequals(s.substr(0, prefix.size()), prefix);
 }
 
+// Throws unless `status` is one an application may send as its response: a final status,
+// 2xx to 5xx (RFC 9110 §15). 1xx are interim responses that the server sends itself (100
+// Continue, 101 for an upgrade it performs); as a final response a client would wait on.
+inline void
+check_final_status(int status)
+{
+    if (status < 200 || status > 599)
+        throw boost::system::system_error(make_error_code(error::invalid_status),
+                                          "invalid status code " + std::to_string(status));
+}
+
 [[noreturn]] inline void
 throw_unexpected(event const& e, char const* when)
 {
@@ -195,16 +198,21 @@ error_body(int status) noexcept
     }
 }
 
-// Whether the request line in `block` ends in a well-formed HTTP-version ("HTTP/" DIGIT "."
-// DIGIT), so that an unsupported version (505) can be told from a malformed one (400).
+// Whether the request line in `block` is method SP request-target SP HTTP-version, the
+// version well-formed ("HTTP/" DIGIT "." DIGIT), so that an unsupported version (505) can be
+// told from a malformed line (400, RFC 9112 §3): the version is what follows the second space,
+// not the last one ("GET /a b HTTP/1.1" is malformed, not a version).
 inline bool
 well_formed_version(std::string_view block) noexcept
 {
     auto line = block.substr(0, block.find("\r\n"));
-    auto space = line.rfind(' ');
-    if (space == std::string_view::npos)
+    auto first = line.find(' ');
+    if (first == std::string_view::npos)
         return false;
-    auto v = line.substr(space + 1);
+    auto second = line.find(' ', first + 1);
+    if (second == std::string_view::npos)
+        return false;
+    auto v = line.substr(second + 1);
     auto digit = [](char c) { return c >= '0' && c <= '9'; };
     return v.size() == 8 && v.substr(0, 5) == "HTTP/" && digit(v[5]) && v[6] == '.' && digit(v[7]);
 }
@@ -754,16 +762,18 @@ http1_connection::after_app(std::exception_ptr failure)
         } catch (...) {
             srv_.log_.log(log_level::error, "Exception in ASGI application\nunknown exception");
         }
-        if (started_ || disconnected_) {
+        if (head_written_ || disconnected_) {
             keep_alive_ = false; // the response is broken: closing is all that is left
             co_return;
         }
+        // Nothing of a started response has gone out (its head waits for the first body
+        // bytes): it is replaced as if it had never been started.
         co_await respond_simple(status, body);
         co_return;
     }
     if (disconnected_) {
         keep_alive_ = false; // nobody is left to answer: nothing to report either
-    } else if (bad_body_ && !started_) {
+    } else if (bad_body_ && !head_written_) {
         co_await respond_simple(400, http1::error_body(400));
     } else if (!started_) {
         srv_.log_.log(log_level::error, "ASGI callable returned without starting response.");
@@ -837,6 +847,9 @@ http1_connection::parse_buffered(boost::system::error_code& ec)
         total += n;
         if (ec == boost::beast::http::error::need_more) {
             ec = {};
+            auto rest = req_->in.data();
+            req_->parser->check_stalled(std::string_view(static_cast<char const*>(rest.data()), rest.size()),
+                                        srv_.cfg_.max_header_bytes, ec);
             break;
         }
         if (ec || n == 0)
@@ -919,7 +932,9 @@ http1_connection::read_body()
 {
     if (continue_pending_) {
         continue_pending_ = false;
-        if (!started_)
+        // A started response whose head is still held can follow the 100 (RFC 9110 §10.1.1):
+        // without it the client would hold the body back and the head wait for it.
+        if (!head_written_)
             co_await write_continue();
     }
     std::string body;
@@ -1040,6 +1055,8 @@ http1_connection::send(event e)
             std::size_t done = 0;
             if (!write_now(bytes, tail, done))
                 co_await write_rest(bytes, tail, done);
+        } else if (++unwritten_sends_ % http1::unwritten_send_run == 0) {
+            co_await pause_unwritten();
         }
         if (body_done_ && !trailers_)
             complete_response();
@@ -1056,9 +1073,7 @@ void
 http1_connection::start_response(http::response_start& s)
 {
     auto const& cfg = srv_.cfg_;
-    if (s.status < 100 || s.status > 999)
-        throw boost::system::system_error(make_error_code(error::invalid_status),
-                                          "invalid status code " + std::to_string(s.status));
+    http1::check_final_status(s.status);
     std::optional<std::uint64_t> length;
     bool app_chunked = false;
     bool app_connection = false;
@@ -1085,10 +1100,9 @@ http1_connection::start_response(http::response_start& s)
     req_->status = s.status;
     req_->length = length;
     bool const http10 = req_->head_info.version == 10;
-    bool const interim = s.status < 200;
-    bool const bodiless_status = interim || s.status == 204 || s.status == 304;
+    bool const bodiless_status = s.status == 204 || s.status == 304;
     no_body_ = bodiless_status || head_request_;
-    if (interim || app_close || draining_ || bad_body_)
+    if (app_close || draining_ || bad_body_)
         keep_alive_ = false;
     if (continue_pending_ && !body_complete_)
         keep_alive_ = false; // the client still holds the body back: it cannot be read past
@@ -1102,7 +1116,7 @@ http1_connection::start_response(http::response_start& s)
     chunked_ = false;
     bool add_chunked = false;
     if (bodiless_status || req_->length) {
-        // RFC 9110 §8.6: no Content-Length or Transfer-Encoding is added to 1xx and 204.
+        // RFC 9110 §8.6: no Content-Length or Transfer-Encoding is added to 204.
     } else if (!http10) {
         chunked_ = true;
         add_chunked = !app_chunked;
@@ -1176,11 +1190,10 @@ http1_connection::prepare_body(std::string const& body, bool more, std::string_v
         req_->out += req_->head_end;
     }
     if (no_body_) {
-        if (!more) {
+        // The head alone, with the first body event: no body bytes would ever bring it.
+        if (!more)
             body_done_ = true;
-            return true; // the head alone
-        }
-        return false;
+        return !more || !head_written_;
     }
     if (req_->length) {
         if (body.size() > *req_->length - req_->sent)
@@ -1234,6 +1247,7 @@ http1_connection::write_now(net::const_buffer body, std::string_view tail, std::
     // Most responses fit in the socket's send buffer: one non-blocking send, no
     // suspension. Only what does not fit waits for the socket (write_rest).
     std::array<net::const_buffer, 3> buffers{net::buffer(req_->out), body, net::buffer(tail)};
+    head_written_ = true; // from here on, part of it may be on the wire
     boost::system::error_code ec;
     done = socket_.write_some(buffers, ec);
     if (ec == net::error::would_block || ec == net::error::try_again) {
@@ -1257,11 +1271,43 @@ http1_connection::write_rest(net::const_buffer body, std::string_view tail, std:
     finish_write(ec);
 }
 
+task<>
+http1_connection::pause_unwritten()
+{
+    // send() calls that write nothing do not suspend: without this an application streaming
+    // a body that is discarded (HEAD, 204, 304) or empty pieces would hold the loop for ever,
+    // and every other connection, timer and signal with it. Its own frame: send()'s stays
+    // small for the writes it mostly does.
+    co_await net::post(socket_.get_executor(), net::use_awaitable);
+    if (closed_ || disconnected_)
+        throw client_disconnected();
+    // Nor is a client that left noticed by a write: look at the socket.
+    boost::system::error_code ec;
+    if (body_complete_ && !monitoring_ && req_->in.size() < http1::body_chunk) {
+        // Nobody else reads now: what arrives is the next pipelined request, kept as
+        // wait_disconnect() keeps it.
+        auto n = socket_.read_some(req_->in.prepare(4096), ec);
+        if (!ec)
+            req_->in.commit(n);
+    } else {
+        // The body is still unread (the application may be reading it) or the buffer is full:
+        // a peek only.
+        char c;
+        socket_.receive(net::buffer(&c, 1), net::socket_base::message_peek, ec);
+    }
+    if (!ec || ec == net::error::would_block || ec == net::error::try_again)
+        co_return;
+    disconnected_ = true;
+    keep_alive_ = false;
+    if (monitoring_)
+        monitor_.emit(net::cancellation_type::total);
+    throw client_disconnected();
+}
+
 void
 http1_connection::finish_write(boost::system::error_code ec)
 {
     req_->out.clear();
-    head_written_ = true;
     if (ec) {
         disconnected_ = true;
         keep_alive_ = false;
@@ -1291,8 +1337,11 @@ http1_connection::write_trailers(http::response_trailers const& t)
             req_->out += "\r\n";
         }
     }
-    if (t.more_trailers)
+    if (t.more_trailers) {
+        if (++unwritten_sends_ % http1::unwritten_send_run == 0)
+            co_await pause_unwritten();
         co_return;
+    }
     if (write) {
         req_->out += "\r\n";
         co_await write_out({}, {});

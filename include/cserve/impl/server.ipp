@@ -9,6 +9,7 @@
 #include <cserve/detail/http1_connection.hpp>
 #include <cserve/detail/lifespan_session.hpp>
 #include <cserve/detail/server_impl.hpp>
+#include <cserve/detail/text.hpp>
 #include <cserve/detail/websocket_session.hpp>
 #include <cserve/impl/http1_connection.ipp>
 #include <cserve/impl/lifespan_session.ipp>
@@ -30,6 +31,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <stdexcept>
 #include <string>
 
 #include <netinet/in.h>
@@ -80,6 +82,11 @@ server_impl::server_impl(net::io_context& ioc, app_function app, config cfg)
     , deadline_timer_(executor_)
     , wake_timer_(executor_, std::chrono::steady_clock::time_point::max())
 {
+    // Written into every response head as they are: a CR or LF would split each response.
+    // The checks of --header and of the application's own headers.
+    for (auto const& [name, value] : cfg_.headers)
+        if (!http1::valid_field_name(name) || !http1::valid_field_value(value))
+            throw std::invalid_argument("invalid header in config.headers: '" + name + "'");
     deadline_durations_ = {cfg_.timeout_request_header, cfg_.timeout_keep_alive, drain_grace, linger_time};
     if (cfg_.limit_max_requests) {
         request_limit_ = *cfg_.limit_max_requests;

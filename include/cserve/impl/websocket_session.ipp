@@ -121,6 +121,11 @@ websocket_session::run()
         break;
     case state::denying:
         conn_.keep_alive_ = false;
+        if (failure && !conn_.head_written_ && !conn_.disconnected_) {
+            // The denial's head is still held: nothing went out, a 500 can replace it.
+            log_handshake("500");
+            co_await conn_.respond_simple(500, "Internal Server Error");
+        }
         state_ = state::closed;
         break;
     case state::open:
@@ -827,6 +832,9 @@ websocket_session::send(event e)
     } else if (std::holds_alternative<http::response_start>(e) || std::holds_alternative<http::response_body>(e)) {
         // The "websocket.http.response" extension: a denial response of the app's own.
         if (state_ == state::connecting && std::holds_alternative<http::response_start>(e)) {
+            // Checked before the denial begins: an invalid status leaves the handshake
+            // unanswered, and the application's failure then becomes a 500.
+            http1::check_final_status(std::get<http::response_start>(e).status);
             state_ = state::denying;
             conn_.keep_alive_ = false;
             conn_.quiet_ = true;
