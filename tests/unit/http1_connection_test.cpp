@@ -190,6 +190,34 @@ TEST_CASE("http1_connection: the access log has one line per response with clien
     CHECK(found);
 }
 
+TEST_CASE("http1_connection: a started response replaced by a 500 before any byte is logged once, as the 500",
+          "[http1_connection][log]")
+{
+    auto cfg = ct::test_config();
+    cfg.access_log = true;
+    auto app = [](cserve::scope&, cserve::receive, cserve::send send) -> task<> {
+        co_await send(http::response_start{.status = 200});
+        throw std::runtime_error("boom before the body");
+    };
+    ct::read_result got;
+    auto r = ct::run_server(app, cfg, [&](unsigned short port) -> task<> {
+        auto s = co_await ct::connect(port);
+        co_await ct::write(s, ct::get("/started", "Connection: close\r\n"));
+        got = co_await ct::read_to_eof(s);
+    });
+    CSERVE_REQUIRE_RUN(r);
+    INFO(ct::log_text(r.log));
+    auto p = ct::parse_responses(got.data);
+    REQUIRE(p.responses.size() == 1);
+    CHECK(p.responses[0].result_int() == 500);
+    std::vector<std::string> lines;
+    for (auto const& l : r.log)
+        if (l.message.find("\"GET /started HTTP/1.1\"") != std::string::npos)
+            lines.push_back(l.message);
+    REQUIRE(lines.size() == 1);
+    CHECK(lines[0].ends_with("\" 500 Internal Server Error"));
+}
+
 //------------------------------------------------------------------------------
 // 2. Keep-alive
 

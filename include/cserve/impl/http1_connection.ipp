@@ -1169,7 +1169,6 @@ http1_connection::start_response(http::response_start& s)
             req_->out += "transfer-encoding: chunked\r\n";
         req_->out += end;
     }
-    access_log();
 }
 
 bool
@@ -1247,7 +1246,12 @@ http1_connection::write_now(net::const_buffer body, std::string_view tail, std::
     // Most responses fit in the socket's send buffer: one non-blocking send, no
     // suspension. Only what does not fit waits for the socket (write_rest).
     std::array<net::const_buffer, 3> buffers{net::buffer(req_->out), body, net::buffer(tail)};
-    head_written_ = true; // from here on, part of it may be on the wire
+    if (!head_written_) {
+        // The response is committed: logged now, once (a started response replaced by an
+        // error response before this point is logged as the error response).
+        head_written_ = true; // from here on, part of it may be on the wire
+        access_log();
+    }
     boost::system::error_code ec;
     done = socket_.write_some(buffers, ec);
     if (ec == net::error::would_block || ec == net::error::try_again) {
