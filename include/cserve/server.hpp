@@ -64,7 +64,7 @@ public:
     @throws std::invalid_argument when `cfg.forwarded_allow_ips` is not a valid list, or a
     header of `cfg.headers` has an invalid name or value (RFC 9110 §5.1, §5.5: a CR, LF or NUL).
     */
-    CSERVE_DECL server(boost::asio::io_context& ioc, app_function app, config cfg = {});
+    CSERVE_DECL server(boost::asio::io_context& ioc, app_function app, cserve::config cfg = {});
 
     CSERVE_DECL ~server();
 
@@ -122,10 +122,10 @@ public:
     CSERVE_DECL std::size_t connection_count() const noexcept;
 
     /// The settings the server was made with.
-    CSERVE_DECL config const& get_config() const noexcept;
+    CSERVE_DECL cserve::config const& config() const noexcept;
 
     /// The logger the server writes through.
-    CSERVE_DECL cserve::logger const& get_logger() const noexcept;
+    CSERVE_DECL cserve::logger const& logger() const noexcept;
 
 private:
     friend struct detail::server_access;

@@ -69,8 +69,8 @@ TEST_CASE("server: port 0 binds a free port that port() and local_addresses() re
     CHECK(srv.port() == 0);
     CHECK(srv.local_addresses().empty());
     CHECK(srv.connection_count() == 0);
-    CHECK(srv.get_config().host == "127.0.0.1");
-    CHECK(srv.get_config().port == 0);
+    CHECK(srv.config().host == "127.0.0.1");
+    CHECK(srv.config().port == 0);
 
     srv.listen();
     auto port = srv.port();

@@ -94,7 +94,7 @@ serve_process(app_function app, config cfg, worker_link const* link)
     net::io_context ioc(1);
     std::string const log_file = cfg.log_file;
     server srv(ioc, std::move(app), std::move(cfg));
-    auto const& log = srv.get_logger();
+    auto const& log = srv.logger();
     auto const pid = std::to_string(::getpid());
     log.log(log_level::info, "Started server process [" + pid + "]");
 
@@ -108,7 +108,7 @@ serve_process(app_function app, config cfg, worker_link const* link)
     boost::system::error_code ec;
     srv.listen(ec);
     if (ec) {
-        log_bind_error(log, srv.get_config(), ec);
+        log_bind_error(log, srv.config(), ec);
         return 1;
     }
 

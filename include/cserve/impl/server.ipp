@@ -611,7 +611,7 @@ server_impl::serve()
 
 //------------------------------------------------------------------------------
 
-server::server(boost::asio::io_context& ioc, app_function app, config cfg)
+server::server(boost::asio::io_context& ioc, app_function app, cserve::config cfg)
     : impl_(std::make_unique<detail::server_impl>(ioc, std::move(app), std::move(cfg)))
 {
 }
@@ -678,14 +678,14 @@ server::connection_count() const noexcept
     return impl_->connection_count();
 }
 
-config const&
-server::get_config() const noexcept
+cserve::config const&
+server::config() const noexcept
 {
     return impl_->cfg_;
 }
 
-logger const&
-server::get_logger() const noexcept
+cserve::logger const&
+server::logger() const noexcept
 {
     return impl_->log_;
 }
