@@ -35,6 +35,14 @@ protected:
     @par Thread Safety
     Call it from the connection's executor (the one the application runs on); at most one
     `receive()` may be pending at a time.
+
+    @par Per-Operation Cancellation
+    The same in every scope (http, websocket, lifespan): a `receive()` cancelled while it
+    waits, for instance by losing a race against a timer with Asio's awaitable operators
+    (`co_await (receive() || timer.async_wait(use_awaitable))`), throws
+    `boost::system::system_error` with `boost::asio::error::operation_aborted` and takes
+    nothing from the connection: the next `receive()` gets the event it would have got. The
+    connection is not affected.
 */
 class receive {
 public:

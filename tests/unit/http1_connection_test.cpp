@@ -8,6 +8,7 @@
 #include "test_server.hpp"
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/local/connect_pair.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/read_until.hpp>
@@ -216,6 +217,54 @@ TEST_CASE("http1_connection: a started response replaced by a 500 before any byt
             lines.push_back(l.message);
     REQUIRE(lines.size() == 1);
     CHECK(lines[0].ends_with("\" 500 Internal Server Error"));
+}
+
+TEST_CASE("http1_connection: a receive() cancelled while the body trickles in takes nothing and keeps the connection",
+          "[http1_connection][receive][cancel]")
+{
+    using namespace net::experimental::awaitable_operators;
+    int timeouts = 0;
+    std::string failure;
+    auto app = [&](cserve::scope& scope, cserve::receive receive, cserve::send send) -> task<> {
+        std::string body;
+        try {
+            for (;;) {
+                net::steady_timer t(co_await net::this_coro::executor, std::chrono::milliseconds(15));
+                auto e = co_await (receive() || t.async_wait(net::use_awaitable));
+                if (std::holds_alternative<std::monostate>(e)) {
+                    ++timeouts;
+                    continue;
+                }
+                auto* r = std::get_if<http::request>(&e);
+                if (!r)
+                    co_return;
+                body += r->body;
+                if (!r->more_body)
+                    break;
+            }
+        } catch (std::exception const& e) {
+            failure = e.what();
+        }
+        co_await respond(send, 200, scope.path + ":" + body);
+    };
+    ct::response_result first, second;
+    auto r = ct::run_server(app, ct::test_config(), [&](unsigned short port) -> task<> {
+        auto s = co_await ct::connect(port);
+        co_await ct::write(s, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello");
+        co_await ct::wait_for(std::chrono::milliseconds(80));
+        co_await ct::write(s, "world");
+        beast::flat_buffer buf;
+        first = co_await ct::read_response(s, buf);
+        co_await ct::write(s, ct::get("/again"));
+        second = co_await ct::read_response(s, buf);
+    });
+    CSERVE_REQUIRE_RUN(r);
+    CHECK(failure.empty());
+    CHECK(timeouts >= 2);
+    REQUIRE(first.ok());
+    CHECK(first.msg.body() == "/up:helloworld");
+    REQUIRE(second.ok()); // the same connection
+    CHECK(second.msg.body() == "/again:");
 }
 
 //------------------------------------------------------------------------------

@@ -5,7 +5,10 @@
 #include "catch.hpp"
 #include "test_server.hpp"
 
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 
@@ -340,6 +343,85 @@ TEST_CASE("lifespan: shutdown_failed is logged and serve() still completes", "[l
     CHECK(res.status() == 200);
     CHECK(r.logged("cleanup went wrong"));
     CHECK_FALSE(r.logged("Application shutdown complete."));
+}
+
+TEST_CASE("lifespan: a receive() cancelled by a timer throws operation_aborted and the next one gets shutdown",
+          "[lifespan][cancel]")
+{
+    using namespace net::experimental::awaitable_operators;
+    int timeouts = 0;
+    bool got_shutdown = false;
+    std::string failure;
+    auto app = [&](cserve::scope& scope, cserve::receive receive, cserve::send send) -> task<> {
+        if (scope.type == cserve::scope_type::lifespan) {
+            co_await receive();
+            co_await send(lifespan::startup_complete{});
+            try {
+                // Waits for the shutdown with a deadline: the timer wins until the server
+                // shuts down, and each lost receive() is cancelled.
+                for (;;) {
+                    net::steady_timer t(co_await net::this_coro::executor, ms(10));
+                    auto e = co_await (receive() || t.async_wait(net::use_awaitable));
+                    if (std::holds_alternative<std::monostate>(e)) {
+                        ++timeouts;
+                        continue;
+                    }
+                    got_shutdown = std::holds_alternative<lifespan::shutdown>(e);
+                    break;
+                }
+            } catch (std::exception const& e) {
+                failure = e.what();
+            }
+            co_await send(lifespan::shutdown_complete{});
+            co_return;
+        }
+        co_await respond(send, 200, "ok");
+    };
+    ct::response_result res;
+    auto r = run_lifespan(app, lifespan_config(), [&](cserve::server&, unsigned short port) -> task<> {
+        co_await ct::wait_for(ms(60)); // a few timeouts before the shutdown
+        auto s = co_await ct::connect(port);
+        beast::flat_buffer buf;
+        res = co_await get(s, buf, "/");
+    });
+    LIFESPAN_REQUIRE_RUN(r);
+    CHECK_FALSE(r.serve_exception);
+    CHECK(failure.empty());
+    CHECK(res.status() == 200);
+    CHECK(timeouts >= 2);
+    CHECK(got_shutdown);
+    CHECK(r.logged("Application shutdown complete."));
+}
+
+TEST_CASE("lifespan: a cancelled receive() throws operation_aborted", "[lifespan][cancel]")
+{
+    std::optional<boost::system::error_code> thrown;
+    auto app = [&](cserve::scope& scope, cserve::receive receive, cserve::send send) -> task<> {
+        if (scope.type == cserve::scope_type::lifespan) {
+            co_await receive();
+            co_await send(lifespan::startup_complete{});
+            net::cancellation_signal cancel;
+            net::steady_timer t(co_await net::this_coro::executor, ms(20));
+            t.async_wait([&](boost::system::error_code) { cancel.emit(net::cancellation_type::terminal); });
+            try {
+                co_await net::co_spawn(co_await net::this_coro::executor, receive(),
+                                       net::bind_cancellation_slot(cancel.slot(), net::use_awaitable));
+            } catch (boost::system::system_error const& e) {
+                thrown = e.code();
+            }
+            co_await receive(); // the shutdown is still there
+            co_await send(lifespan::shutdown_complete{});
+            co_return;
+        }
+        co_await respond(send, 200, "ok");
+    };
+    auto r = run_lifespan(app, lifespan_config(), [&](cserve::server&, unsigned short) -> task<> {
+        co_await ct::wait_for(ms(80));
+    });
+    LIFESPAN_REQUIRE_RUN(r);
+    REQUIRE(thrown);
+    CHECK(*thrown == net::error::operation_aborted);
+    CHECK(r.logged("Application shutdown complete."));
 }
 
 //------------------------------------------------------------------------------

@@ -959,6 +959,11 @@ http1_connection::read_body()
         if (closed_ || disconnected_)
             co_return http::disconnect{};
         auto [rec, n] = co_await socket_.async_read_some(req_->in.prepare(http1::body_chunk), http1::use_tuple);
+        if (rec == net::error::operation_aborted && !closed_ && !timed_out_) {
+            // The application cancelled this receive() (app.hpp): nothing was taken, the
+            // connection goes on, and the next receive() reads on.
+            throw boost::system::system_error(rec);
+        }
         if (rec) {
             disconnected_ = true;
             keep_alive_ = false;

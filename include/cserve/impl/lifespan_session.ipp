@@ -8,6 +8,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/core/demangle.hpp>
 
@@ -115,7 +116,13 @@ lifespan_session::receive()
     while (!shutdown_requested_) {
         app_wait_.expires_at(std::chrono::steady_clock::time_point::max());
         auto [ec] = co_await app_wait_.async_wait(net::as_tuple(net::use_awaitable));
-        (void)ec;
+        if (ec && !shutdown_requested_ &&
+            (co_await net::this_coro::cancellation_state).cancelled() != net::cancellation_type::none) {
+            // The application cancelled this receive() (app.hpp): the shutdown is still
+            // for the next one.
+            --receives_;
+            throw boost::system::system_error(net::error::operation_aborted);
+        }
     }
     co_return lifespan::shutdown{};
 }

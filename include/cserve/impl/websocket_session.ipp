@@ -770,9 +770,9 @@ websocket_session::receive()
                 },
                 net::use_awaitable);
         } catch (boost::system::system_error const&) {
-            // Cancelled: the application is going away or gave up waiting; nothing was
-            // taken from the connection.
-            co_return websocket::disconnect{close_code_, close_reason_};
+            // Cancelled (app.hpp): the application is going away or gave up waiting;
+            // nothing was taken from the connection, and the next receive() gets it.
+            throw;
         }
     }
     if (std::holds_alternative<websocket::disconnect>(e)) {
