@@ -32,12 +32,6 @@ enum class error {
     /// The application sent more body bytes than its Content-Length announced.
     content_length_exceeded,
 
-    /// The application returned without completing its response.
-    incomplete_response,
-
-    /// A command-line flag or configuration value is invalid.
-    invalid_config,
-
     /// The application reported "lifespan.startup.failed", or failed the lifespan
     /// protocol with --lifespan on.
     startup_failed,

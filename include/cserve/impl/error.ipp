@@ -22,8 +22,6 @@ public:
         case error::invalid_header: return "invalid header name or value";
         case error::invalid_status: return "invalid status code";
         case error::content_length_exceeded: return "response body longer than its Content-Length";
-        case error::incomplete_response: return "application returned without completing the response";
-        case error::invalid_config: return "invalid configuration";
         case error::startup_failed: return "application startup failed";
         case error::invalid_close: return "invalid WebSocket close code or reason";
         }
