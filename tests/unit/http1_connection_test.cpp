@@ -166,6 +166,28 @@ TEST_CASE("http1_connection: config turns off the server and date headers and ad
     CHECK(res.msg.body() == "Hello, world!");
 }
 
+TEST_CASE("http1_connection: the server's own error responses carry the config's headers too",
+          "[http1_connection][response][config]")
+{
+    // As uvicorn adds its default headers to the 400 it answers a bad request with.
+    auto cfg = ct::test_config();
+    cfg.date_header = false;
+    cfg.headers.push_back({"x-served-by", "cserve-test"});
+    ct::read_result got;
+    auto r = ct::run_server(hello_app, cfg, [&](unsigned short port) -> task<> {
+        auto s = co_await ct::connect(port);
+        co_await ct::write(s, "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n");
+        got = co_await ct::read_to_eof(s);
+    });
+    CSERVE_REQUIRE_RUN(r);
+    auto p = ct::parse_responses(got.data);
+    REQUIRE(p.responses.size() == 1);
+    CHECK(p.responses[0].result_int() == 400);
+    CHECK(ct::field(p.responses[0], "server") == "cserve");
+    CHECK(ct::field(p.responses[0], "x-served-by") == "cserve-test");
+    CHECK(ct::field(p.responses[0], "date").empty());
+}
+
 TEST_CASE("http1_connection: the access log has one line per response with client, request line and status",
           "[http1_connection][log]")
 {

@@ -5,6 +5,7 @@
 
 #include <cserve/detail/http1_connection.hpp>
 #include <cserve/detail/http_date.hpp>
+#include <cserve/detail/response_head.hpp>
 #include <cserve/detail/text.hpp>
 #include <cserve/error.hpp>
 
@@ -82,24 +83,6 @@ local_states() noexcept
 {
     static thread_local state_cache c;
     return c;
-}
-
-inline std::string_view
-reason_phrase(int status) noexcept
-{
-    auto r = boost::beast::http::obsolete_reason(boost::beast::http::int_to_status(
-        static_cast<unsigned>(status)));
-    if (r == "<unknown-status>")
-        return {};
-    return {r.data(), r.size()};
-}
-
-inline void
-append_decimal(std::string& out, std::uint64_t v)
-{
-    char buf[24];
-    auto r = std::to_chars(buf, buf + sizeof buf, v);
-    out.append(buf, r.ptr);
 }
 
 inline void
@@ -309,7 +292,7 @@ http1_connection::client_text() const
     std::string text = client_->host;
     if (client_->port != 0) {
         text += ':';
-        http1::append_decimal(text, client_->port);
+        append_decimal(text, client_->port);
     }
     return text;
 }
@@ -792,7 +775,7 @@ http1_connection::respond_simple(int status, std::string_view body)
         co_return;
     }
     std::string length;
-    http1::append_decimal(length, body.size());
+    append_decimal(length, body.size());
     http::response_start start{
         .status = status,
         .headers = {{"content-type", "text/plain; charset=utf-8"}, {"content-length", std::move(length)}},
@@ -814,20 +797,10 @@ http1_connection::write_error(int status)
         srv_.log_.log(log_level::warning, "Invalid HTTP request received.");
     auto body = http1::error_body(status);
     req_->out.clear();
-    req_->out += "HTTP/1.1 ";
-    http1::append_decimal(req_->out, static_cast<std::uint64_t>(status));
-    req_->out += ' ';
-    req_->out += http1::reason_phrase(status);
-    req_->out += "\r\n";
-    if (srv_.cfg_.server_header)
-        req_->out += "server: cserve\r\n";
-    if (srv_.cfg_.date_header) {
-        req_->out += "date: ";
-        req_->out += http_date();
-        req_->out += "\r\n";
-    }
+    auto const policy = head_policy::of(srv_.cfg_);
+    encode_head(req_->out, status, {}, policy, policy.date_header ? http_date() : std::string_view());
     req_->out += "content-type: text/plain; charset=utf-8\r\ncontent-length: ";
-    http1::append_decimal(req_->out, body.size());
+    append_decimal(req_->out, body.size());
     req_->out += "\r\nconnection: close\r\n\r\n";
     req_->out += body;
     keep_alive_ = false;
@@ -1083,10 +1056,8 @@ http1_connection::start_response(http::response_start& s)
     bool app_chunked = false;
     bool app_connection = false;
     bool app_close = false;
+    check_headers(s.headers);
     for (auto const& [name, value] : s.headers) {
-        if (!http1::valid_field_name(name) || !http1::valid_field_value(value))
-            throw boost::system::system_error(make_error_code(error::invalid_header),
-                                              "invalid response header '" + name + "'");
         if (boost::beast::iequals(name, "content-length")) {
             std::uint64_t v = 0;
             if (!http1::parse_content_length(value, v) || (length && *length != v))
@@ -1132,30 +1103,7 @@ http1_connection::start_response(http::response_start& s)
     trailers_ = s.trailers;
 
     req_->out.clear();
-    req_->out += "HTTP/1.1 ";
-    http1::append_decimal(req_->out, static_cast<std::uint64_t>(s.status));
-    req_->out += ' ';
-    req_->out += http1::reason_phrase(s.status);
-    req_->out += "\r\n";
-    if (cfg.server_header)
-        req_->out += "server: cserve\r\n";
-    if (cfg.date_header) {
-        req_->out += "date: ";
-        req_->out += http_date();
-        req_->out += "\r\n";
-    }
-    for (auto const& [name, value] : cfg.headers) {
-        req_->out += name;
-        req_->out += ": ";
-        req_->out += value;
-        req_->out += "\r\n";
-    }
-    for (auto const& [name, value] : s.headers) {
-        req_->out += name;
-        req_->out += ": ";
-        req_->out += value;
-        req_->out += "\r\n";
-    }
+    encode_head(req_->out, s.status, s.headers, head_policy::of(cfg), cfg.date_header ? http_date() : std::string_view());
     std::string_view end = "\r\n";
     if (!app_connection) {
         if (!keep_alive_)
@@ -1186,7 +1134,7 @@ http1_connection::prepare_body(std::string const& body, bool more, std::string_v
             chunked_ = false;
             req_->length = body.size();
             req_->out += "content-length: ";
-            http1::append_decimal(req_->out, body.size());
+            append_decimal(req_->out, body.size());
             req_->out += "\r\n";
         } else {
             req_->out += "transfer-encoding: chunked\r\n";
@@ -1330,10 +1278,7 @@ task<>
 http1_connection::write_trailers(http::response_trailers const& t)
 {
     bool const write = chunked_ && !no_body_;
-    for (auto const& [name, value] : t.headers)
-        if (!http1::valid_field_name(name) || !http1::valid_field_value(value))
-            throw boost::system::system_error(make_error_code(error::invalid_header),
-                                              "invalid trailer '" + name + "'");
+    check_headers(t.headers, "trailer");
     if (write) {
         if (!trailer_open_) {
             req_->out += "0\r\n";
@@ -1393,8 +1338,8 @@ http1_connection::access_log() const
     line += " HTTP/";
     line += req_->scope.http_version;
     line += "\" ";
-    http1::append_decimal(line, static_cast<std::uint64_t>(req_->status));
-    auto reason = http1::reason_phrase(req_->status);
+    append_decimal(line, static_cast<std::uint64_t>(req_->status));
+    auto reason = reason_phrase(req_->status);
     if (!reason.empty()) {
         line += ' ';
         line += reason;

@@ -8,6 +8,7 @@
 #include <cserve/detail/websocket_frame.hpp>
 #include <cserve/detail/http1_connection.hpp>
 #include <cserve/detail/http_date.hpp>
+#include <cserve/detail/response_head.hpp>
 #include <cserve/detail/text.hpp>
 #include <cserve/error.hpp>
 
@@ -212,10 +213,7 @@ websocket_session::accept(websocket::accept& a)
     namespace bws = boost::beast::websocket;
     namespace bhttp = boost::beast::http;
     auto const& cfg = srv_.cfg_;
-    for (auto const& [name, value] : a.headers)
-        if (!http1::valid_field_name(name) || !http1::valid_field_value(value))
-            throw boost::system::system_error(make_error_code(error::invalid_header),
-                                              "invalid response header '" + name + "'");
+    check_headers(a.headers);
     if (a.subprotocol && !http1::valid_field_value(*a.subprotocol))
         throw boost::system::system_error(make_error_code(error::invalid_header), "invalid subprotocol");
     if (conn_.monitoring_)
@@ -244,14 +242,10 @@ websocket_session::accept(websocket::accept& a)
                 if (sent.window_bits >= 9)
                     deflater_ = std::make_unique<ws_deflater>(sent, level.compLevel, level.memLevel);
             }
-            if (cfg.server_header)
-                res.set(bhttp::field::server, "cserve");
-            else
-                res.erase(bhttp::field::server);
-            if (cfg.date_header)
-                res.set(bhttp::field::date, http_date());
-            for (auto const& [name, value] : cfg.headers)
-                res.insert(name, value);
+            res.erase(bhttp::field::server); // Beast's own
+            auto const policy = head_policy::of(cfg);
+            for_each_policy_header(policy, policy.date_header ? http_date() : std::string_view(),
+                                   [&res](std::string_view name, std::string_view value) { res.insert(name, value); });
             if (sub)
                 res.set(bhttp::field::sec_websocket_protocol, *sub);
             for (auto const& [name, value] : extra)
