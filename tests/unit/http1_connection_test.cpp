@@ -1248,6 +1248,24 @@ struct bad_case {
     int status;
 };
 
+// Each bad case got its status alone, on a connection then closed.
+void
+check_bad_cases(std::vector<bad_case> const& cases, std::vector<ct::read_result> const& got)
+{
+    REQUIRE(got.size() == cases.size());
+    for (std::size_t i = 0; i < cases.size(); ++i) {
+        INFO("case: " << cases[i].name);
+        INFO("raw response: " << got[i].data);
+        CHECK(got[i].eof);
+        CHECK_FALSE(got[i].timed_out);
+        auto p = ct::parse_responses(got[i].data);
+        CHECK(p.error.empty());
+        REQUIRE(p.responses.size() == 1);
+        CHECK(static_cast<int>(p.responses[0].result_int()) == cases[i].status);
+        CHECK(ct::field(p.responses[0], "connection") == "close");
+    }
+}
+
 } // namespace
 
 TEST_CASE("http1_connection: bad requests get an HTTP error and a closed connection; others are still served",
@@ -1315,17 +1333,7 @@ TEST_CASE("http1_connection: bad requests get an HTTP error and a closed connect
     });
     CSERVE_REQUIRE_RUN(r);
 
-    for (std::size_t i = 0; i < cases.size(); ++i) {
-        INFO("case: " << cases[i].name);
-        INFO("raw response: " << got[i].data);
-        CHECK(got[i].eof);
-        CHECK_FALSE(got[i].timed_out);
-        auto p = ct::parse_responses(got[i].data);
-        CHECK(p.error.empty());
-        REQUIRE(p.responses.size() == 1);
-        CHECK(static_cast<int>(p.responses[0].result_int()) == cases[i].status);
-        CHECK(ct::field(p.responses[0], "connection") == "close");
-    }
+    check_bad_cases(cases, got);
     // Only the bad chunk reached the app, which saw the body end in a disconnect.
     CHECK(app_calls == 2);
     CHECK(app_saw_disconnect);
@@ -1388,17 +1396,7 @@ TEST_CASE("http1_connection: bad chunk lines and extensions get 400 and a closed
     });
     CSERVE_REQUIRE_RUN(r);
 
-    for (std::size_t i = 0; i < cases.size(); ++i) {
-        INFO("case: " << cases[i].name);
-        INFO("raw response: " << got[i].data);
-        CHECK(got[i].eof);
-        CHECK_FALSE(got[i].timed_out);
-        auto p = ct::parse_responses(got[i].data);
-        CHECK(p.error.empty());
-        REQUIRE(p.responses.size() == 1);
-        CHECK(static_cast<int>(p.responses[0].result_int()) == cases[i].status);
-        CHECK(ct::field(p.responses[0], "connection") == "close");
-    }
+    check_bad_cases(cases, got);
     CHECK(app_calls == static_cast<int>(cases.size()) + 1);
     CHECK(app_disconnects == static_cast<int>(cases.size()));
     // Valid extensions, a quoted-pair among them, are still accepted.
