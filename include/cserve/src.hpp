@@ -11,6 +11,7 @@
 #error Do not compile cserve's sources with CSERVE_HEADER_ONLY defined
 #endif
 
+#include <cserve/impl/deadline_wheel.ipp>
 #include <cserve/impl/error.ipp>
 #include <cserve/impl/event.ipp>
 #include <cserve/impl/log.ipp>

@@ -118,7 +118,7 @@ struct request_state {
 // through the channel interface on the same executor.
 class http1_connection final : public std::enable_shared_from_this<http1_connection>,
                                public list_hook,
-                               public deadline_hook,
+                               public deadline_entry,
                                public channel {
 public:
     CSERVE_DECL http1_connection(server_impl& srv, socket_type socket);
@@ -144,9 +144,10 @@ public:
     CSERVE_DECL task<event> receive() override;
     CSERVE_DECL task<> send(event e) override;
 
+    CSERVE_DECL void deadline_passed(std::uint32_t epoch, bool one_thread) noexcept override;
+
 private:
     friend class websocket_session;
-    friend class server_impl;
 
     using clock = std::chrono::steady_clock;
     enum class phase : unsigned char { idle, header, busy, closing };
@@ -207,10 +208,6 @@ private:
     std::optional<address> client_;
     std::optional<address> server_;
 
-    // The deadline, in server_impl's lists (which own these three).
-    clock::time_point deadline_ = clock::time_point::max();
-    std::uint32_t deadline_epoch_ = 0;
-    deadline_kind deadline_kind_ = deadline_kind::none;
 
     phase phase_ = phase::idle; // a new connection counts as idle until its first byte
     bool timed_out_ = false;

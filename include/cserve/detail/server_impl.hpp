@@ -4,6 +4,7 @@
 #define CSERVE_DETAIL_SERVER_IMPL_HPP
 
 #include <cserve/detail/config.hpp>
+#include <cserve/detail/deadline_wheel.hpp>
 #include <cserve/app.hpp>
 #include <cserve/config.hpp>
 #include <cserve/log.hpp>
@@ -39,29 +40,6 @@ using socket_type = net::generic::stream_protocol::socket;
 using acceptor_type = net::basic_socket_acceptor<net::generic::stream_protocol, net::any_io_executor>;
 using list_hook = boost::intrusive::list_base_hook<>;
 
-struct deadline_tag;
-// A connection's place in its server's deadline lists (see server_impl::set_deadline).
-using deadline_hook = boost::intrusive::list_base_hook<boost::intrusive::tag<deadline_tag>,
-                                                       boost::intrusive::link_mode<boost::intrusive::auto_unlink>>;
-
-// The kinds of connection deadline. Each has one duration per server, so each list is in
-// deadline order by construction.
-enum class deadline_kind : unsigned char {
-    request_header, ///< config::timeout_request_header: a new connection, a partial header
-    keep_alive,     ///< config::timeout_keep_alive: idle between requests, skipping a body
-    drain,          ///< drain_grace: an idle connection of a draining server
-    linger,         ///< linger_time: a closing connection reading what the peer still sends
-    none,
-};
-
-// How long an idle keep-alive connection stays open once the server drains, for a request
-// the client sent before it could see the close.
-inline constexpr std::chrono::milliseconds drain_grace{100};
-
-// How long a closing connection reads so that its last response is not destroyed by a
-// reset (RFC 9112 §9.6).
-inline constexpr std::chrono::milliseconds linger_time{2000};
-
 class http1_connection;
 class lifespan_session;
 
@@ -92,17 +70,6 @@ public:
     // says whether this request is the last (its response then closes the connection).
     CSERVE_DECL bool count_request() noexcept;
 
-    // Connection deadlines: instead of a timer per connection, one timer per server and a
-    // list per deadline kind, kept in deadline order (every entry of a list has the same
-    // duration). A connection is in at most one list. When its deadline passes,
-    // http1_connection::on_deadline runs on the connection's executor. Called on the
-    // connection's executor; the lists take the mutex only when the io_context has several
-    // threads.
-    CSERVE_DECL void set_deadline(http1_connection& c, deadline_kind k) noexcept;
-    // Moves `c` to list `k` only if that deadline is earlier than the one it has.
-    CSERVE_DECL void shorten_deadline(http1_connection& c, deadline_kind k) noexcept;
-    CSERVE_DECL void clear_deadline(http1_connection& c) noexcept;
-
     // Whether limit_concurrency is exceeded (requests are then answered 503).
     CSERVE_DECL bool over_capacity() const noexcept;
 
@@ -131,6 +98,7 @@ public:
     std::vector<int> inherited_fds_; // listeners handed down by a supervisor, used first
     bool announce_ = true;           // log the "running on" lines
     std::shared_ptr<lifespan_session> lifespan_;
+    deadline_wheel deadlines_; // the connections' deadlines
 
 private:
     CSERVE_DECL task<> run();
@@ -142,11 +110,6 @@ private:
     void for_each_connection(F f);
     CSERVE_DECL void close_listeners() noexcept;
     CSERVE_DECL void wake() noexcept;
-    CSERVE_DECL void link_deadline(http1_connection& c, deadline_kind k,
-                                   std::chrono::steady_clock::time_point when) noexcept;
-    CSERVE_DECL void arm_deadline_timer(std::chrono::steady_clock::time_point when) noexcept;
-    CSERVE_DECL void on_deadline_timer(boost::system::error_code ec);
-    CSERVE_DECL void stop_deadline_timer() noexcept;
 
     mutable std::mutex mutex_;
     boost::intrusive::list<http1_connection, boost::intrusive::base_hook<list_hook>> connections_;
@@ -155,13 +118,6 @@ private:
     std::uint64_t request_limit_ = 0; // 0: none
     std::size_t pending_wakes_ = 0;
 
-    // Connection deadlines (under mutex_ when multi_threaded_).
-    using deadline_list = boost::intrusive::list<http1_connection, boost::intrusive::base_hook<deadline_hook>,
-                                                 boost::intrusive::constant_time_size<false>>;
-    std::array<deadline_list, 4> deadlines_;
-    std::array<std::chrono::steady_clock::duration, 4> deadline_durations_;
-    net::steady_timer deadline_timer_;
-    std::chrono::steady_clock::time_point deadline_armed_ = std::chrono::steady_clock::time_point::max();
 
     // On executor_ only.
     net::steady_timer wake_timer_;

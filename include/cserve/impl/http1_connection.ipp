@@ -280,7 +280,7 @@ http1_connection::start(std::shared_ptr<http1_connection> self)
             c.socket_.set_option(net::ip::tcp::no_delay(true), ec);
     }
     c.socket_.non_blocking(true, ec); // write_now() sends without waiting
-    c.srv_.set_deadline(c, deadline_kind::request_header);
+    c.srv_.deadlines_.set(c, deadline_kind::request_header);
     c.wait_idle();
 }
 
@@ -308,7 +308,7 @@ http1_connection::begin_drain() noexcept
         // are closing (the keep-alive race of RFC 9112 §9.3.1). Give it a moment to
         // arrive and answer it with connection: close; a connection still idle then is
         // closed. A busy client thus loses no request to a shutdown or a restart.
-        srv_.shorten_deadline(*this, deadline_kind::drain);
+        srv_.deadlines_.shorten(*this, deadline_kind::drain);
     }
 }
 
@@ -327,11 +327,24 @@ http1_connection::force_close() noexcept
 }
 
 void
+http1_connection::deadline_passed(std::uint32_t epoch, bool one_thread) noexcept
+{
+    if (one_thread) {
+        on_deadline(epoch);
+        return;
+    }
+    if (auto self = weak_from_this().lock()) {
+        auto ex = get_executor();
+        net::post(ex, [self = std::move(self), epoch] { self->on_deadline(epoch); });
+    }
+}
+
+void
 http1_connection::on_deadline(std::uint32_t epoch) noexcept
 {
-    // From server_impl's deadline timer. A stale one (several threads: the connection moved
+    // From the server's deadline_wheel. A stale one (several threads: the connection moved
     // on before this ran) is dropped.
-    if (epoch != deadline_epoch_ || closed_)
+    if (epoch != deadline_epoch() || closed_)
         return;
     timed_out_ = true;
     boost::system::error_code ec;
@@ -373,7 +386,7 @@ void
 http1_connection::close_idle() noexcept
 {
     phase_ = phase::closing;
-    srv_.clear_deadline(*this);
+    srv_.deadlines_.clear(*this);
     boost::system::error_code ec;
     socket_.shutdown(net::socket_base::shutdown_send, ec);
     socket_.close(ec);
@@ -390,7 +403,7 @@ http1_connection::on_idle_read(boost::system::error_code ec, std::size_t n)
     }
     // A request begins: it gets a request_state and a coroutine until the connection is
     // idle again. Its deadline is set only if the header turns out to be incomplete.
-    srv_.clear_deadline(*this);
+    srv_.deadlines_.clear(*this);
     req_ = request_state::take();
     auto& s = req_->scope;
     s.type = scope_type::http;
@@ -471,7 +484,7 @@ http1_connection::serve(std::shared_ptr<http1_connection>)
                 break;
             }
             phase_ = phase::busy;
-            srv_.clear_deadline(*this);
+            srv_.deadlines_.clear(*this);
             if (srv_.count_request())
                 draining_ = true; // the last request this server takes: say connection: close
             if (srv_.over_capacity()) {
@@ -527,14 +540,14 @@ http1_connection::serve(std::shared_ptr<http1_connection>)
                 monitor_.slot().clear(); // a finished disconnect watch's handler
                 phase_ = phase::idle;
                 timed_out_ = false;
-                srv_.set_deadline(*this, draining_ ? deadline_kind::drain : deadline_kind::keep_alive);
+                srv_.deadlines_.set(*this, draining_ ? deadline_kind::drain : deadline_kind::keep_alive);
                 co_return;
             }
             phase_ = phase::header; // a pipelined request is already here
         }
         if (!closed_)
             co_await close_gracefully(linger);
-        srv_.clear_deadline(*this);
+        srv_.deadlines_.clear(*this);
 #if CSERVE_DETAIL_DIRECT_LAUNCH
     } catch (...) {
         done.failure = std::current_exception();
@@ -624,7 +637,7 @@ task<int>
 http1_connection::read_header(std::size_t parsed)
 {
     // An incomplete header: from now on it has timeout_request_header to arrive.
-    srv_.set_deadline(*this, deadline_kind::request_header);
+    srv_.deadlines_.set(*this, deadline_kind::request_header);
     timed_out_ = false;
     for (;;) {
         auto& in = req_->in;
@@ -839,7 +852,7 @@ http1_connection::discard_body()
     http1::body_scope guard{req_->body};
     req_->body = {}; // no sink: the parser drops what it parses
     std::uint64_t dropped = 0;
-    srv_.set_deadline(*this, deadline_kind::keep_alive);
+    srv_.deadlines_.set(*this, deadline_kind::keep_alive);
     timed_out_ = false;
     for (;;) {
         boost::system::error_code ec;
@@ -868,7 +881,7 @@ http1_connection::close_gracefully(bool linger)
     if (!ec && linger && !disconnected_) {
         // Lingering close: a peer that is still sending would otherwise get a reset that
         // can destroy the response it has not read yet.
-        srv_.set_deadline(*this, deadline_kind::linger);
+        srv_.deadlines_.set(*this, deadline_kind::linger);
         std::size_t total = 0;
         while (total < http1::linger_limit) {
             req_->in.clear();

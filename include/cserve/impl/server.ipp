@@ -79,7 +79,7 @@ server_impl::server_impl(net::io_context& ioc, app_function app, config cfg)
     , cfg_(std::move(cfg))
     , log_(cfg_.log_level, cfg_.log_sink)
     , trusted_(cfg_.proxy_headers ? std::optional<trusted_hosts>(std::in_place, cfg_.forwarded_allow_ips) : std::nullopt)
-    , deadline_timer_(executor_)
+    , deadlines_(executor_, multi_threaded_)
     , wake_timer_(executor_, std::chrono::steady_clock::time_point::max())
 {
     // Written into every response head as they are: a CR or LF would split each response.
@@ -87,7 +87,7 @@ server_impl::server_impl(net::io_context& ioc, app_function app, config cfg)
     for (auto const& [name, value] : cfg_.headers)
         if (!http1::valid_field_name(name) || !http1::valid_field_value(value))
             throw std::invalid_argument("invalid header in config.headers: '" + name + "'");
-    deadline_durations_ = {cfg_.timeout_request_header, cfg_.timeout_keep_alive, drain_grace, linger_time};
+    deadlines_.durations(cfg_.timeout_request_header, cfg_.timeout_keep_alive);
     if (cfg_.limit_max_requests) {
         request_limit_ = *cfg_.limit_max_requests;
         if (cfg_.limit_max_requests_jitter > 0) {
@@ -299,9 +299,9 @@ void
 server_impl::on_connection_closed(http1_connection& c) noexcept
 {
     bool last = false;
+    deadlines_.remove(c);
     {
         std::lock_guard lock(mutex_);
-        c.deadline_hook::unlink();
         if (c.list_hook::is_linked()) {
             connections_.erase(connections_.iterator_to(c));
             --count_;
@@ -318,141 +318,9 @@ server_impl::on_connection_closed(http1_connection& c) noexcept
                 std::lock_guard lock(mutex_);
                 --pending_wakes_;
             }
-            stop_deadline_timer(); // unless a new connection came meanwhile
+            deadlines_.stop_if_idle(); // unless a new connection came meanwhile
             wake();
         });
-    }
-}
-
-//------------------------------------------------------------------------------
-// Connection deadlines
-
-namespace server_detail {
-
-// The deadline lists' lock: the mutex only when connections run on several threads.
-struct deadline_lock {
-    std::mutex& m;
-    bool locked;
-
-    deadline_lock(std::mutex& mutex, bool multi_threaded) noexcept
-        : m(mutex)
-        , locked(multi_threaded)
-    {
-        if (locked)
-            m.lock();
-    }
-    ~deadline_lock()
-    {
-        if (locked)
-            m.unlock();
-    }
-    deadline_lock(deadline_lock const&) = delete;
-    deadline_lock& operator=(deadline_lock const&) = delete;
-};
-
-} // namespace server_detail
-
-void
-server_impl::link_deadline(http1_connection& c, deadline_kind k, std::chrono::steady_clock::time_point when) noexcept
-{
-    c.deadline_hook::unlink();
-    deadlines_[static_cast<std::size_t>(k)].push_back(c);
-    c.deadline_ = when;
-    c.deadline_kind_ = k;
-    ++c.deadline_epoch_;
-    // Lazily: a timer armed earlier fires, finds this deadline still ahead and re-arms.
-    if (when < deadline_armed_)
-        arm_deadline_timer(when);
-}
-
-void
-server_impl::set_deadline(http1_connection& c, deadline_kind k) noexcept
-{
-    auto const when = std::chrono::steady_clock::now() + deadline_durations_[static_cast<std::size_t>(k)];
-    server_detail::deadline_lock lock(mutex_, multi_threaded_);
-    link_deadline(c, k, when);
-}
-
-void
-server_impl::shorten_deadline(http1_connection& c, deadline_kind k) noexcept
-{
-    auto const when = std::chrono::steady_clock::now() + deadline_durations_[static_cast<std::size_t>(k)];
-    server_detail::deadline_lock lock(mutex_, multi_threaded_);
-    if (c.deadline_kind_ == deadline_kind::none || when < c.deadline_)
-        link_deadline(c, k, when);
-}
-
-void
-server_impl::clear_deadline(http1_connection& c) noexcept
-{
-    if (c.deadline_kind_ == deadline_kind::none)
-        return; // only ever set and cleared on the connection's own executor
-    server_detail::deadline_lock lock(mutex_, multi_threaded_);
-    c.deadline_hook::unlink();
-    c.deadline_kind_ = deadline_kind::none;
-    c.deadline_ = std::chrono::steady_clock::time_point::max();
-    ++c.deadline_epoch_;
-}
-
-void
-server_impl::arm_deadline_timer(std::chrono::steady_clock::time_point when) noexcept
-{
-    deadline_armed_ = when;
-    deadline_timer_.expires_at(when);
-    deadline_timer_.async_wait([this](boost::system::error_code ec) { on_deadline_timer(ec); });
-}
-
-void
-server_impl::stop_deadline_timer() noexcept
-{
-    server_detail::deadline_lock lock(mutex_, multi_threaded_);
-    bool empty = true;
-    for (auto const& l : deadlines_)
-        empty = empty && l.empty();
-    if (empty && deadline_armed_ != std::chrono::steady_clock::time_point::max()) {
-        deadline_armed_ = std::chrono::steady_clock::time_point::max();
-        deadline_timer_.cancel();
-    }
-}
-
-void
-server_impl::on_deadline_timer(boost::system::error_code ec)
-{
-    if (ec == net::error::operation_aborted)
-        return; // re-armed or stopped; `this` may be gone
-    struct expired_entry {
-        std::shared_ptr<http1_connection> c;
-        std::uint32_t epoch;
-    };
-    std::vector<expired_entry> expired; // several threads only
-    {
-        server_detail::deadline_lock lock(mutex_, multi_threaded_);
-        deadline_armed_ = std::chrono::steady_clock::time_point::max();
-        auto const now = std::chrono::steady_clock::now();
-        auto next = std::chrono::steady_clock::time_point::max();
-        for (auto& list : deadlines_) {
-            while (!list.empty() && list.front().deadline_ <= now) {
-                auto& c = list.front();
-                list.pop_front();
-                c.deadline_kind_ = deadline_kind::none;
-                c.deadline_ = std::chrono::steady_clock::time_point::max();
-                if (!multi_threaded_) {
-                    // Same thread: the connection only flags itself and cancels its socket
-                    // (completions are posted), so the lists are not touched meanwhile.
-                    c.on_deadline(c.deadline_epoch_);
-                } else if (auto p = c.weak_from_this().lock()) {
-                    expired.push_back({std::move(p), c.deadline_epoch_});
-                }
-            }
-            if (!list.empty())
-                next = std::min(next, list.front().deadline_);
-        }
-        if (next != std::chrono::steady_clock::time_point::max())
-            arm_deadline_timer(next);
-    }
-    for (auto& e : expired) {
-        auto ex = e.c->get_executor();
-        net::post(ex, [c = std::move(e.c), epoch = e.epoch] { c->on_deadline(epoch); });
     }
 }
 
@@ -593,7 +461,7 @@ server_impl::run()
         if (stop_requested_)
             for_each_connection([](http1_connection& c) { c.force_close(); });
     }
-    stop_deadline_timer();
+    deadlines_.stop_if_idle();
     draining_ = false;
     if (lifespan_)
         co_await lifespan_->shutdown(log_);

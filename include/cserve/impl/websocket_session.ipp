@@ -566,7 +566,7 @@ websocket_session::finish()
     conn_.socket_.shutdown(net::socket_base::shutdown_send, ec);
     if (ec)
         co_return;
-    srv_.set_deadline(conn_, deadline_kind::linger);
+    srv_.deadlines_.set(conn_, deadline_kind::linger);
     for (std::size_t total = 0; total < http1::linger_limit;) {
         layer.in.clear();
         auto [rec, n] = co_await conn_.socket_.async_read_some(layer.in.prepare(16 * 1024), ws_detail::use_tuple);
