@@ -11,8 +11,8 @@
 //   BM_event                 an http::response_start with 2 headers and an http::response_body,
 //                            each built and moved through cserve::event the way send() takes it
 #include <cserve/cserve.hpp>
-#include <cserve/detail/http1_connection.hpp>
-#include <cserve/detail/request_parser.hpp>
+#include <cserve/detail/http1/connection.hpp>
+#include <cserve/detail/http1/request_parser.hpp>
 #include <cserve/detail/server_impl.hpp>
 
 #include <boost/asio/io_context.hpp>
@@ -104,8 +104,9 @@ public:
     {
         net::local::stream_protocol::socket server_end(ioc_);
         net::local::connect_pair(client_, server_end);
-        auto c = std::make_shared<detail::http1_connection>(server_, detail::socket_type(std::move(server_end)));
-        detail::http1_connection::start(std::move(c));
+        using connection = detail::http1_connection<detail::socket_type>;
+        auto c = std::make_shared<connection>(server_, detail::socket_type(std::move(server_end)));
+        connection::start(std::move(c));
     }
 
     ~connection_pair()

@@ -18,6 +18,6 @@
 #include <cserve/impl/proxy_headers.ipp>
 #include <cserve/impl/run.ipp>
 #include <cserve/impl/server.ipp>
-#include <cserve/impl/worker_policy.ipp>
+#include <cserve/impl/process/worker_policy.ipp>
 
 #endif

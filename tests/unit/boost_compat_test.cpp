@@ -1,7 +1,7 @@
 // tests/unit/boost_compat_test.cpp -- what differs between Boost releases, on the Boost in use
 // SPDX-License-Identifier: BSL-1.0
 #include <cserve/detail/boost_compat.hpp>
-#include <cserve/detail/request_parser.hpp>
+#include <cserve/detail/http1/request_parser.hpp>
 
 #include "catch.hpp"
 

@@ -1,7 +1,7 @@
 // tests/unit/http1_connection_test.cpp -- the HTTP/1.1 session, driven over loopback sockets
 // SPDX-License-Identifier: BSL-1.0
 #include <cserve/cserve.hpp>
-#include <cserve/detail/http1_connection.hpp>
+#include <cserve/detail/http1/connection.hpp>
 #include <cserve/detail/server_impl.hpp>
 
 #include "catch.hpp"
@@ -2148,9 +2148,10 @@ TEST_CASE("http1_connection: an idle keep-alive connection holds no request stat
     net::local::stream_protocol::socket client(ioc);
     net::local::stream_protocol::socket server_end(ioc);
     net::local::connect_pair(client, server_end);
-    auto c = std::make_shared<cserve::detail::http1_connection>(srv, cserve::detail::socket_type(std::move(server_end)));
-    std::weak_ptr<cserve::detail::http1_connection> weak = c;
-    cserve::detail::http1_connection::start(std::move(c));
+    using connection = cserve::detail::http1_connection<cserve::detail::socket_type>;
+    auto c = std::make_shared<connection>(srv, cserve::detail::socket_type(std::move(server_end)));
+    std::weak_ptr<connection> weak = c;
+    connection::start(std::move(c));
     bool const before_request = weak.lock()->holds_request_state();
 
     std::vector<bool> answered, idle_state, inline_read;

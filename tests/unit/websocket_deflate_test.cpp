@@ -1,6 +1,6 @@
 // tests/unit/websocket_deflate_test.cpp -- permessage-deflate without I/O (detail/websocket_deflate.hpp)
 // SPDX-License-Identifier: BSL-1.0
-#include <cserve/detail/websocket_deflate.hpp>
+#include <cserve/detail/websocket/deflate.hpp>
 
 #include "catch.hpp"
 

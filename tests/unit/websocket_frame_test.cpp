@@ -1,6 +1,6 @@
 // tests/unit/websocket_frame_test.cpp -- the frame classifier and unmasking, on frames Beast wrote
 // SPDX-License-Identifier: BSL-1.0
-#include <cserve/detail/websocket_frame.hpp>
+#include <cserve/detail/websocket/frame.hpp>
 
 #include "catch.hpp"
 

@@ -1,6 +1,6 @@
 // tests/unit/worker_policy_test.cpp -- the master's decisions about its workers, on a fake clock
 // SPDX-License-Identifier: BSL-1.0
-#include <cserve/detail/worker_policy.hpp>
+#include <cserve/detail/process/worker_policy.hpp>
 
 #include "catch.hpp"
 

@@ -5,6 +5,8 @@
 
 #include <cserve/detail/config.hpp>
 
+#include <boost/beast/core/flat_buffer.hpp>
+
 #include <cstddef>
 #include <new>
 
@@ -94,6 +96,9 @@ struct pooled_allocator {
         return true;
     }
 };
+
+// A connection's read buffer.
+using request_buffer = boost::beast::basic_flat_buffer<pooled_allocator<char>>;
 
 } // namespace cserve::detail
 

@@ -35,6 +35,10 @@ inline constexpr std::chrono::milliseconds drain_grace{100};
 // reset (RFC 9112 §9.6).
 inline constexpr std::chrono::milliseconds linger_time{2000};
 
+// How much a closing connection reads (for at most linger_time) so that its last response
+// is not destroyed by a reset (RFC 9112 §9.6).
+inline constexpr std::size_t linger_limit = 4 * 1024 * 1024; // nginx: time-bound only
+
 struct deadline_tag;
 
 // What a connection is to its server's deadline_wheel: its place in one of the lists, and

@@ -40,8 +40,25 @@ using socket_type = net::generic::stream_protocol::socket;
 using acceptor_type = net::basic_socket_acceptor<net::generic::stream_protocol, net::any_io_executor>;
 using list_hook = boost::intrusive::list_base_hook<>;
 
-class http1_connection;
 class lifespan_session;
+
+// What a server keeps of each live connection, whatever its protocol and stream: a place
+// in its registry and in its deadline_wheel, and the two things a shutdown asks of it.
+class connection : public list_hook, public deadline_entry {
+public:
+    // Graceful shutdown: close now if idle, else after the response in flight.
+    virtual void begin_drain() noexcept = 0;
+    // Close now and cancel the application.
+    virtual void force_close() noexcept = 0;
+    // The connection, unless it is going away (its destructor waits for the registry).
+    virtual std::shared_ptr<connection> lock() noexcept = 0;
+    // Where begin_drain() and force_close() are called.
+    virtual net::any_io_executor executor() noexcept = 0;
+
+protected:
+    connection() = default;
+    ~connection() = default;
+};
 
 // The address of a socket endpoint: host and port for IP, the path for Unix sockets.
 CSERVE_DECL std::optional<address>
@@ -56,6 +73,15 @@ public:
     CSERVE_DECL ~server_impl();
 
     CSERVE_DECL void listen(boost::system::error_code& ec);
+
+    // A worker's listeners, handed down by its master: listen() adopts them instead of
+    // binding, and says nothing of where it listens (the master did).
+    void
+    inherit_listeners(std::vector<int> fds) noexcept
+    {
+        inherited_fds_ = std::move(fds);
+        announce_ = false;
+    }
     CSERVE_DECL task<> serve();
     CSERVE_DECL void shutdown() noexcept;
     CSERVE_DECL void stop() noexcept;
@@ -64,7 +90,7 @@ public:
     CSERVE_DECL void log_session_failure(std::exception_ptr e) noexcept;
 
     // Called by a connection as it ends, on the connection's executor.
-    CSERVE_DECL void on_connection_closed(http1_connection& c) noexcept;
+    CSERVE_DECL void on_connection_closed(connection& c) noexcept;
 
     // Counts a request against limit_max_requests; shuts down when it is reached, and
     // says whether this request is the last (its response then closes the connection).
@@ -112,7 +138,7 @@ private:
     CSERVE_DECL void wake() noexcept;
 
     mutable std::mutex mutex_;
-    boost::intrusive::list<http1_connection, boost::intrusive::base_hook<list_hook>> connections_;
+    boost::intrusive::list<connection, boost::intrusive::base_hook<list_hook>> connections_;
     std::size_t count_ = 0;
     std::atomic<std::uint64_t> requests_{0};
     std::uint64_t request_limit_ = 0; // 0: none

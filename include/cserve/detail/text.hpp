@@ -5,6 +5,8 @@
 
 #include <cserve/detail/config.hpp>
 
+#include <boost/beast/core/string.hpp>
+
 #include <cstddef>
 #include <string_view>
 
@@ -35,6 +37,21 @@ for_each_item(std::string_view list, F f)
             break;
         list.remove_prefix(comma + 1);
     }
+}
+
+// Whether the comma-separated list `s` holds `token` (case-insensitive).
+inline bool
+list_has(std::string_view s, std::string_view token) noexcept
+{
+    bool found = false;
+    for_each_item(s, [&](std::string_view item) { found = found || boost::beast::iequals(item, token); });
+    return found;
+}
+
+inline bool
+starts_with_icase(std::string_view s, std::string_view prefix) noexcept
+{
+    return s.size() >= prefix.size() && boost::beast::iequals(s.substr(0, prefix.size()), prefix);
 }
 
 namespace http1 {

@@ -320,7 +320,7 @@ sd_notify(char const* state) noexcept
 
 } // namespace cserve
 
-#include <cserve/impl/supervisor.ipp>
+#include <cserve/impl/process/supervisor.ipp>
 
 namespace cserve {
 

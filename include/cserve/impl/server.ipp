@@ -6,14 +6,18 @@
 #include <cserve/server.hpp>
 #include <cserve/proxy_headers.hpp>
 #include <cserve/detail/boost_compat.hpp>
-#include <cserve/detail/http1_connection.hpp>
+#include <cserve/detail/http1/connection.hpp>
 #include <cserve/detail/lifespan_session.hpp>
 #include <cserve/detail/server_impl.hpp>
 #include <cserve/detail/text.hpp>
-#include <cserve/detail/websocket_session.hpp>
-#include <cserve/impl/http1_connection.ipp>
+#include <cserve/detail/websocket/session.hpp>
+#include <cserve/impl/exchange.ipp>
+#include <cserve/impl/http1/connection.ipp>
+#include <cserve/impl/http1/request.ipp>
+#include <cserve/impl/http1/response.ipp>
 #include <cserve/impl/lifespan_session.ipp>
-#include <cserve/impl/websocket_session.ipp>
+#include <cserve/impl/websocket/io.ipp>
+#include <cserve/impl/websocket/session.ipp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -274,8 +278,8 @@ server_impl::for_each_connection(F f)
     std::lock_guard lock(mutex_);
     for (auto& c : connections_) {
         // A connection whose destructor is waiting for the lock is already gone.
-        if (auto p = c.weak_from_this().lock()) {
-            auto ex = p->get_executor();
+        if (auto p = c.lock()) {
+            auto ex = p->executor();
             net::post(ex, [p = std::move(p), f] { f(*p); });
         }
     }
@@ -296,7 +300,7 @@ server_impl::close_listeners() noexcept
 }
 
 void
-server_impl::on_connection_closed(http1_connection& c) noexcept
+server_impl::on_connection_closed(connection& c) noexcept
 {
     bool last = false;
     deadlines_.remove(c);
@@ -327,7 +331,7 @@ server_impl::on_connection_closed(http1_connection& c) noexcept
 void
 server_impl::start_connection(socket_type socket)
 {
-    auto c = std::make_shared<http1_connection>(*this, std::move(socket));
+    auto c = std::make_shared<http1_connection<socket_type>>(*this, std::move(socket));
     {
         std::lock_guard lock(mutex_);
         connections_.push_back(*c);
@@ -335,7 +339,7 @@ server_impl::start_connection(socket_type socket)
     }
     auto ex = c->get_executor();
     auto drain = draining_ ? c : nullptr;
-    net::dispatch(ex, [c = std::move(c)]() mutable { http1_connection::start(std::move(c)); });
+    net::dispatch(ex, [c = std::move(c)]() mutable { http1_connection<socket_type>::start(std::move(c)); });
     if (drain)
         net::post(ex, [c = std::move(drain)] { c->begin_drain(); }); // after start()
 }
@@ -435,7 +439,7 @@ server_impl::run()
     log_.log(log_level::info, "Shutting down");
     draining_ = true;
     close_listeners();
-    for_each_connection([](http1_connection& c) { c.begin_drain(); });
+    for_each_connection([](connection& c) { c.begin_drain(); });
 
     auto deadline = std::chrono::steady_clock::time_point::max();
     if (cfg_.timeout_graceful_shutdown)
@@ -448,7 +452,7 @@ server_impl::run()
         if (!stop_requested_)
             log_.log(log_level::warning, "Cancel " + std::to_string(connection_count()) +
                                              " running task(s), timeout graceful shutdown exceeded");
-        for_each_connection([](http1_connection& c) { c.force_close(); });
+        for_each_connection([](connection& c) { c.force_close(); });
     }
     // Also wait for the wake-ups connections posted as they ended: they refer to this object.
     auto busy = [this] {
@@ -459,7 +463,7 @@ server_impl::run()
         wake_timer_.expires_at(std::chrono::steady_clock::time_point::max());
         co_await wake_timer_.async_wait(use_tuple);
         if (stop_requested_)
-            for_each_connection([](http1_connection& c) { c.force_close(); });
+            for_each_connection([](connection& c) { c.force_close(); });
     }
     deadlines_.stop_if_idle();
     draining_ = false;
@@ -474,6 +478,12 @@ server_impl::serve()
     // io_context has several threads), whatever executor the caller awaits from.
     co_await net::co_spawn(executor_, run(), net::use_awaitable);
 }
+
+#if !defined(CSERVE_HEADER_ONLY)
+// The connections of a plain socket, compiled here once (stream.hpp).
+template class http1_connection<socket_type>;
+template class websocket_session<socket_type>;
+#endif
 
 } // namespace detail
 

@@ -1,4 +1,4 @@
-// cserve/detail/websocket_session.hpp -- a WebSocket connection mapped to the event model
+// cserve/detail/websocket/session.hpp -- a WebSocket connection mapped to the event model
 // SPDX-License-Identifier: BSL-1.0
 #ifndef CSERVE_DETAIL_WEBSOCKET_SESSION_HPP
 #define CSERVE_DETAIL_WEBSOCKET_SESSION_HPP
@@ -6,10 +6,13 @@
 #include <cserve/detail/config.hpp>
 #include <cserve/detail/boost_compat.hpp>
 #include <cserve/detail/server_impl.hpp>
-#include <cserve/detail/websocket_deflate.hpp>
+#include <cserve/detail/stream.hpp>
+#include <cserve/detail/websocket/deflate.hpp>
+#include <cserve/detail/websocket/upgrade.hpp>
 #include <cserve/app.hpp>
 #include <cserve/event.hpp>
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/post.hpp>
@@ -20,6 +23,8 @@
 #include <boost/beast/websocket/stream.hpp>
 #include <boost/beast/websocket/teardown.hpp>
 
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -28,7 +33,21 @@
 
 namespace cserve::detail {
 
-class http1_connection;
+namespace ws_detail {
+
+inline constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+
+// How long a closing handshake may take before the socket is simply closed.
+inline constexpr std::chrono::seconds close_timeout{5};
+
+// The least a read asks the socket for: a 4 KiB message and its header in one read.
+inline constexpr std::size_t read_block = 8 * 1024;
+
+// How much a peer may send beyond the message size limit before a message is whole
+// (control frames between the fragments of a message).
+inline constexpr std::size_t control_slack = 64 * 1024;
+
+} // namespace ws_detail
 
 // What Beast's websocket::stream reads from and writes to: the connection's socket, with
 // the bytes received but not yet handed to Beast, and the bytes Beast wrote that the
@@ -39,15 +58,16 @@ class http1_connection;
 // write_some sends what the (non-blocking) socket takes and keeps the rest for the
 // session to flush. Beast's asynchronous operations (the handshake, a closing handshake
 // the server starts) pass through to the socket, reading what is buffered first.
+template <class Stream>
 class ws_layer {
 public:
-    using executor_type = socket_type::executor_type;
-    using next_layer_type = socket_type;
+    using executor_type = typename Stream::executor_type;
+    using next_layer_type = Stream;
 
-    explicit ws_layer(socket_type& s) noexcept : sock_(&s) {}
+    explicit ws_layer(Stream& s) noexcept : sock_(&s) {}
 
     executor_type get_executor() noexcept { return sock_->get_executor(); }
-    socket_type& next_layer() noexcept { return *sock_; }
+    Stream& next_layer() noexcept { return *sock_; }
 
     template <class MutableBuffers>
     std::size_t read_some(MutableBuffers const& b, boost::system::error_code& ec)
@@ -79,12 +99,12 @@ public:
         ec = {};
         auto const total = net::buffer_size(b);
         std::size_t n = 0;
-        if (!flushing && out.empty()) {
-            n = sock_->write_some(b, ec);
-            if (ec == net::error::would_block || ec == net::error::try_again)
-                ec = {};
-            else if (ec)
-                return 0;
+        if constexpr (stream_ops<Stream>::try_io) {
+            if (!flushing && out.empty()) {
+                n = stream_ops<Stream>::try_write(*sock_, b, ec);
+                if (ec)
+                    return 0;
+            }
         }
         if (n < total) {
             auto& to = flushing ? more : out;
@@ -144,28 +164,29 @@ public:
     bool torn_down = false; // Beast asked for the teardown: the session does it after flushing
 
 private:
-    socket_type* sock_;
+    Stream* sock_;
 };
 
 // Beast calls these when it closes the connection. The synchronous one only takes note:
 // the close frame may still be waiting in `out`, so the session flushes and shuts down.
-inline void
-teardown(boost::beast::role_type, ws_layer& s, boost::system::error_code& ec)
+template <class Stream>
+void
+teardown(boost::beast::role_type, ws_layer<Stream>& s, boost::system::error_code& ec)
 {
     s.torn_down = true;
     ec = {};
 }
 
-template <class Handler>
+template <class Stream, class Handler>
 void
-async_teardown(boost::beast::role_type role, ws_layer& s, Handler&& handler)
+async_teardown(boost::beast::role_type role, ws_layer<Stream>& s, Handler&& handler)
 {
     s.torn_down = true;
     boost::beast::websocket::async_teardown(role, s.next_layer(), std::forward<Handler>(handler));
 }
 
-// Runs the application on a WebSocket scope once http1_connection has seen an upgrade
-// request. Before "websocket.accept" the HTTP connection answers (403, or the
+// Runs the application on a WebSocket scope once an HTTP connection has handed an upgrade
+// request over (upgrade.hpp). Before "websocket.accept" the HTTP connection answers (403, or the
 // application's denial response); after it, Beast's websocket stream does the framing.
 //
 // Once open, the session keeps one read pending (so pings are answered and a closing
@@ -176,52 +197,52 @@ async_teardown(boost::beast::role_type role, ws_layer& s, Handler&& handler)
 // ws_max_queue messages; a full queue stops the reading. Compressed messages are inflated
 // and deflated here with zlib, not by Beast. send() writes a message as one frame
 // synchronously too, and waits only when the socket did not take everything.
-class websocket_session final : public std::enable_shared_from_this<websocket_session>, public channel {
+template <class Stream>
+class websocket_session final : public std::enable_shared_from_this<websocket_session<Stream>>, public channel {
 public:
-    CSERVE_DECL explicit websocket_session(http1_connection& conn);
+    explicit websocket_session(upgrade<Stream> up);
 
     // Runs the application to its end and closes the WebSocket.
-    CSERVE_DECL task<> run();
+    task<> run();
 
     // Graceful shutdown: close an open WebSocket with 1012 (service restart).
-    CSERVE_DECL void begin_drain() noexcept;
+    void begin_drain() noexcept;
 
-    CSERVE_DECL task<event> receive() override;
-    CSERVE_DECL task<> send(event e) override;
+    task<event> receive() override;
+    task<> send(event e) override;
 
 private:
     enum class state : unsigned char { connecting, denying, open, closed };
     using receive_handler = awaitable_completion<boost::system::error_code, event>;
 
-    CSERVE_DECL static task<> drain_close(std::shared_ptr<websocket_session> self);
-    CSERVE_DECL void stop_tasks() noexcept;
-    CSERVE_DECL task<> accept(websocket::accept& a);
-    CSERVE_DECL task<> close(std::uint16_t code, std::string reason);
-    CSERVE_DECL task<> pinger();
-    CSERVE_DECL task<> finish();
-    CSERVE_DECL void start_read();
-    CSERVE_DECL void on_read(boost::system::error_code ec, std::size_t n);
-    CSERVE_DECL void read_messages();
-    CSERVE_DECL bool read_compressed(std::size_t size);
-    CSERVE_DECL void fail(std::uint16_t code);
-    CSERVE_DECL void on_pong() noexcept;
-    CSERVE_DECL void on_stream_error(boost::system::error_code ec);
-    CSERVE_DECL void deliver(event e, bool in_place);
-    CSERVE_DECL void deliver_disconnect(bool in_place);
-    CSERVE_DECL void cancel_receive() noexcept;
-    CSERVE_DECL void write_message(bool text, std::string const& payload, boost::system::error_code& ec);
-    CSERVE_DECL void flush();
-    CSERVE_DECL void on_flushed(boost::system::error_code ec);
-    CSERVE_DECL task<> wait_until_flushed();
-    CSERVE_DECL task<> wake_wait();
-    CSERVE_DECL void wake() noexcept;
-    CSERVE_DECL void spawn(task<> t);
-    CSERVE_DECL void log_handshake(std::string_view outcome) const;
+    static task<> drain_close(std::shared_ptr<websocket_session> self);
+    void stop_tasks() noexcept;
+    task<> accept(websocket::accept& a);
+    task<> close(std::uint16_t code, std::string reason);
+    task<> pinger();
+    task<> finish();
+    void start_read();
+    void on_read(boost::system::error_code ec, std::size_t n);
+    void read_messages();
+    bool read_compressed(std::size_t size);
+    void fail(std::uint16_t code);
+    void on_pong() noexcept;
+    void on_stream_error(boost::system::error_code ec);
+    void deliver(event e, bool in_place);
+    void deliver_disconnect(bool in_place);
+    void cancel_receive() noexcept;
+    void write_message(bool text, std::string const& payload, boost::system::error_code& ec);
+    void flush();
+    void on_flushed(boost::system::error_code ec);
+    task<> wait_until_flushed();
+    task<> wake_wait();
+    void wake() noexcept;
+    void spawn(task<> t);
+    void log_handshake(std::string_view outcome) const;
 
-    http1_connection& conn_;
-    std::shared_ptr<http1_connection> keep_; // the socket lives in the connection
+    upgrade<Stream> up_; // the stream and the request, from the HTTP connection
     server_impl& srv_;
-    boost::beast::websocket::stream<ws_layer> ws_;
+    boost::beast::websocket::stream<ws_layer<Stream>> ws_;
     std::deque<event> queue_;               // messages the application has not received yet
     std::optional<receive_handler> waiter_; // the application, waiting in receive()
     net::steady_timer wake_;     // coroutines waiting for a flush, the reader or the tasks
@@ -241,6 +262,10 @@ private:
     int close_code_ = 1006;
     std::string close_reason_;
 };
+
+#if !defined(CSERVE_HEADER_ONLY)
+extern template class websocket_session<socket_type>;
+#endif
 
 } // namespace cserve::detail
 

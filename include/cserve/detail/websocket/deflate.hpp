@@ -1,4 +1,4 @@
-// cserve/detail/websocket_deflate.hpp -- permessage-deflate (RFC 7692) without I/O
+// cserve/detail/websocket/deflate.hpp -- permessage-deflate (RFC 7692) without I/O
 // SPDX-License-Identifier: BSL-1.0
 #ifndef CSERVE_DETAIL_WEBSOCKET_DEFLATE_HPP
 #define CSERVE_DETAIL_WEBSOCKET_DEFLATE_HPP

@@ -1,7 +1,7 @@
-// cserve/detail/request_parser.hpp -- Beast's parser without allocation, with RFC 9112 checks
+// cserve/detail/http1/request_parser.hpp -- Beast's parser without allocation, with RFC 9112 checks
 // SPDX-License-Identifier: BSL-1.0
-#ifndef CSERVE_DETAIL_REQUEST_PARSER_HPP
-#define CSERVE_DETAIL_REQUEST_PARSER_HPP
+#ifndef CSERVE_DETAIL_HTTP1_REQUEST_PARSER_HPP
+#define CSERVE_DETAIL_HTTP1_REQUEST_PARSER_HPP
 
 #include <cserve/detail/config.hpp>
 #include <cserve/detail/boost_compat.hpp>

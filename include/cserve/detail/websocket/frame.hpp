@@ -1,4 +1,4 @@
-// cserve/detail/websocket_frame.hpp -- RFC 6455 framing without I/O: what received bytes hold
+// cserve/detail/websocket/frame.hpp -- RFC 6455 framing without I/O: what received bytes hold
 // SPDX-License-Identifier: BSL-1.0
 #ifndef CSERVE_DETAIL_WEBSOCKET_FRAME_HPP
 #define CSERVE_DETAIL_WEBSOCKET_FRAME_HPP

@@ -1,7 +1,7 @@
-// cserve/detail/worker_policy.hpp -- the master's decisions about its workers, without system calls
+// cserve/detail/process/worker_policy.hpp -- the master's decisions about its workers, without system calls
 // SPDX-License-Identifier: BSL-1.0
-#ifndef CSERVE_DETAIL_WORKER_POLICY_HPP
-#define CSERVE_DETAIL_WORKER_POLICY_HPP
+#ifndef CSERVE_DETAIL_PROCESS_WORKER_POLICY_HPP
+#define CSERVE_DETAIL_PROCESS_WORKER_POLICY_HPP
 
 #include <cserve/detail/config.hpp>
 #include <cserve/log.hpp>
@@ -133,7 +133,7 @@ private:
 } // namespace cserve::detail
 
 #ifdef CSERVE_HEADER_ONLY
-#include <cserve/impl/worker_policy.ipp>
+#include <cserve/impl/process/worker_policy.ipp>
 #endif
 
 #endif

@@ -1,7 +1,7 @@
-// cserve/impl/serve_process.ipp -- one serving process: run()'s single process, or a worker
+// cserve/impl/process/serve_process.ipp -- one serving process: run()'s single process, or a worker
 // SPDX-License-Identifier: BSL-1.0
-#ifndef CSERVE_IMPL_SERVE_PROCESS_IPP
-#define CSERVE_IMPL_SERVE_PROCESS_IPP
+#ifndef CSERVE_IMPL_PROCESS_SERVE_PROCESS_IPP
+#define CSERVE_IMPL_PROCESS_SERVE_PROCESS_IPP
 
 // Included by impl/run.ipp only, after sd_notify().
 
@@ -9,7 +9,7 @@
 #include <cserve/error.hpp>
 #include <cserve/server.hpp>
 #include <cserve/detail/server_impl.hpp>
-#include <cserve/detail/worker_policy.hpp>
+#include <cserve/detail/process/worker_policy.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -99,9 +99,7 @@ serve_process(app_function app, config cfg, worker_link const* link)
     log.log(log_level::info, "Started server process [" + pid + "]");
 
     if (link) {
-        auto& impl = server_access::impl(srv);
-        impl.inherited_fds_ = link->listeners;
-        impl.announce_ = false; // the master said where it listens
+        server_access::impl(srv).inherit_listeners(link->listeners);
         for (int s : {SIGINT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR2, SIGWINCH})
             std::signal(s, SIG_IGN);
     }

@@ -1,13 +1,13 @@
-// cserve/impl/supervisor.ipp -- the master process that forks the workers and minds them
+// cserve/impl/process/supervisor.ipp -- the master process that forks the workers and minds them
 // SPDX-License-Identifier: BSL-1.0
-#ifndef CSERVE_IMPL_SUPERVISOR_IPP
-#define CSERVE_IMPL_SUPERVISOR_IPP
+#ifndef CSERVE_IMPL_PROCESS_SUPERVISOR_IPP
+#define CSERVE_IMPL_PROCESS_SUPERVISOR_IPP
 
 // Included by impl/run.ipp only. The decisions are worker_policy's; this file does the
 // system calls: bind, fork, kill, waitpid, poll, the self-pipe of the signal handlers.
 
-#include <cserve/impl/serve_process.ipp>
-#include <cserve/detail/worker_policy.hpp>
+#include <cserve/impl/process/serve_process.ipp>
+#include <cserve/detail/process/worker_policy.hpp>
 
 #include <algorithm>
 #include <cerrno>

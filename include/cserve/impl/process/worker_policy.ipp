@@ -1,9 +1,9 @@
-// cserve/impl/worker_policy.ipp -- the master's decisions about its workers
+// cserve/impl/process/worker_policy.ipp -- the master's decisions about its workers
 // SPDX-License-Identifier: BSL-1.0
-#ifndef CSERVE_IMPL_WORKER_POLICY_IPP
-#define CSERVE_IMPL_WORKER_POLICY_IPP
+#ifndef CSERVE_IMPL_PROCESS_WORKER_POLICY_IPP
+#define CSERVE_IMPL_PROCESS_WORKER_POLICY_IPP
 
-#include <cserve/detail/worker_policy.hpp>
+#include <cserve/detail/process/worker_policy.hpp>
 
 #include <algorithm>
 #include <csignal>

@@ -1,0 +1,485 @@
+// cserve/impl/http1/connection.ipp -- the HTTP/1.1 connection's life: idle, the request loop, its end
+// SPDX-License-Identifier: BSL-1.0
+#ifndef CSERVE_IMPL_HTTP1_CONNECTION_IPP
+#define CSERVE_IMPL_HTTP1_CONNECTION_IPP
+
+#include <cserve/detail/http1/connection.hpp>
+#include <cserve/detail/response_head.hpp>
+#include <cserve/detail/websocket/session.hpp>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+
+#include <cstring>
+#include <exception>
+#include <utility>
+
+namespace cserve::detail {
+
+namespace http1 {
+
+// How many request_states a thread keeps for its connections' next requests.
+inline constexpr std::size_t state_cache_size = 16;
+
+// What a cached request_state may keep of the capacity a big request gave it.
+inline constexpr std::size_t state_keep_bytes = 4096;
+inline constexpr std::size_t state_keep_items = 64;
+
+// A thread's cache of request_states (LIFO: the warmest first).
+struct state_cache {
+    request_state* items[state_cache_size];
+    std::size_t count = 0;
+
+    ~state_cache()
+    {
+        while (count > 0)
+            delete items[--count];
+    }
+};
+
+inline state_cache&
+local_states() noexcept
+{
+    static thread_local state_cache c;
+    return c;
+}
+
+} // namespace http1
+
+//------------------------------------------------------------------------------
+
+request_state::ptr
+request_state::take()
+{
+    auto& c = http1::local_states();
+    if (c.count > 0)
+        return ptr(c.items[--c.count]);
+    return ptr(new request_state);
+}
+
+void
+request_state::recycle::operator()(request_state* r) const noexcept
+{
+    // What the next user does not reset itself; big capacities do not stay in the cache.
+    r->in.clear();
+    r->in.shrink_to_fit(); // the read block goes back to buffer_pool
+    r->parser.reset();
+    r->body = {};
+    r->out.clear();
+    r->scope.state.clear();
+    if (r->head.capacity() > http1::state_keep_bytes)
+        std::string().swap(r->head);
+    if (r->out.capacity() > http1::state_keep_bytes)
+        std::string().swap(r->out);
+    if (r->scope.path.capacity() > http1::state_keep_bytes)
+        std::string().swap(r->scope.path);
+    if (r->scope.raw_path.capacity() > http1::state_keep_bytes)
+        std::string().swap(r->scope.raw_path);
+    if (r->scope.headers.capacity() > http1::state_keep_items)
+        decltype(r->scope.headers)().swap(r->scope.headers);
+    if (r->head_info.fields.capacity() > http1::state_keep_items)
+        decltype(r->head_info.fields)().swap(r->head_info.fields);
+    auto& c = http1::local_states();
+    if (c.count < http1::state_cache_size)
+        c.items[c.count++] = r;
+    else
+        delete r;
+}
+
+//------------------------------------------------------------------------------
+
+template <class Stream>
+http1_connection<Stream>::http1_connection(server_impl& srv, Stream stream)
+    : srv_(srv)
+    , stream_(std::move(stream))
+{
+}
+
+template <class Stream>
+http1_connection<Stream>::~http1_connection()
+{
+    srv_.on_connection_closed(*this);
+}
+
+template <class Stream>
+void
+http1_connection<Stream>::start(std::shared_ptr<http1_connection> self)
+{
+    auto& c = *self;
+    boost::system::error_code ec;
+    auto& socket = c.stream_.lowest_layer();
+    auto remote = socket.remote_endpoint(ec);
+    if (!ec)
+        c.client_ = to_address(remote);
+    auto local = socket.local_endpoint(ec);
+    if (!ec)
+        c.server_ = to_address(local);
+    ops::open(c.stream_);
+    c.srv_.deadlines_.set(c, deadline_kind::request_header);
+    c.wait_idle();
+}
+
+template <class Stream>
+std::string
+http1_connection<Stream>::client_text() const
+{
+    if (!client_)
+        return "-";
+    std::string text = client_->host;
+    if (client_->port != 0) {
+        text += ':';
+        append_decimal(text, client_->port);
+    }
+    return text;
+}
+
+template <class Stream>
+void
+http1_connection<Stream>::begin_drain() noexcept
+{
+    draining_ = true;
+    if (auto ws = ws_.lock())
+        ws->begin_drain();
+    if (phase_ == phase::idle) {
+        // The client may have sent its next request already, not yet knowing that we
+        // are closing (the keep-alive race of RFC 9112 §9.3.1). Give it a moment to
+        // arrive and answer it with connection: close; a connection still idle then is
+        // closed. A busy client thus loses no request to a shutdown or a restart.
+        srv_.deadlines_.shorten(*this, deadline_kind::drain);
+    }
+}
+
+template <class Stream>
+void
+http1_connection<Stream>::force_close() noexcept
+{
+    if (closed_)
+        return;
+    closed_ = true;
+    boost::system::error_code ec;
+    stream_.lowest_layer().close(ec);
+    if (write_waiter_)
+        write_waiter_->cancel();
+    monitor_.emit(net::cancellation_type::terminal);
+    cancel_.emit(net::cancellation_type::terminal);
+}
+
+template <class Stream>
+void
+http1_connection<Stream>::deadline_passed(std::uint32_t epoch, bool one_thread) noexcept
+{
+    if (one_thread) {
+        on_deadline(epoch);
+        return;
+    }
+    if (auto self = this->weak_from_this().lock()) {
+        auto ex = get_executor();
+        net::post(ex, [self = std::move(self), epoch] { self->on_deadline(epoch); });
+    }
+}
+
+template <class Stream>
+void
+http1_connection<Stream>::on_deadline(std::uint32_t epoch) noexcept
+{
+    // From the server's deadline_wheel. A stale one (several threads: the connection moved
+    // on before this ran) is dropped.
+    if (epoch != deadline_epoch() || closed_)
+        return;
+    timed_out_ = true;
+    boost::system::error_code ec;
+    stream_.lowest_layer().cancel(ec); // the idle wait ends the connection; a read in serve() sees timed_out_
+}
+
+template <class Stream>
+void
+http1_connection<Stream>::linger() noexcept
+{
+    srv_.deadlines_.set(*this, deadline_kind::linger);
+}
+
+//------------------------------------------------------------------------------
+// Idle: no coroutine, no request_state, a read into small_ with a plain handler.
+
+// The handler of the two operations an idle connection has, one after the other: the post
+// that starts its read (called with nothing) and the read (called with its result). Both
+// are allocated in the connection's op_slot. It has an allocator of its own but no
+// executor: with bind_allocator, Asio would track the executor twice and the operation
+// would grow by 64 bytes.
+template <class Stream>
+struct http1_connection<Stream>::slot_handler {
+    std::shared_ptr<http1_connection> self;
+
+    using allocator_type = op_slot::allocator<void>;
+    allocator_type get_allocator() const noexcept { return {self->op_slot_}; }
+
+    void operator()() { self->wait_idle(); }
+    void operator()(boost::system::error_code ec, std::size_t n) { self->on_idle_read(ec, n); }
+};
+
+template <class Stream>
+void
+http1_connection<Stream>::wait_idle()
+{
+    if (closed_)
+        return;
+    if (timed_out_) {
+        // The deadline passed while serve() was finishing: nothing was pending to cancel.
+        close_idle();
+        return;
+    }
+    stream_.async_read_some(net::buffer(small_), slot_handler{this->shared_from_this()});
+}
+
+template <class Stream>
+void
+http1_connection<Stream>::close_idle() noexcept
+{
+    phase_ = phase::closing;
+    srv_.deadlines_.clear(*this);
+    boost::system::error_code ec;
+    ops::shutdown_send(stream_, ec);
+    stream_.lowest_layer().close(ec);
+}
+
+template <class Stream>
+void
+http1_connection<Stream>::on_idle_read(boost::system::error_code ec, std::size_t n)
+{
+    if (closed_)
+        return;
+    if (ec) {
+        close_idle(); // the peer left, the keep-alive or header timeout, or a drain
+        return;
+    }
+    // A request begins: it gets a request_state and a coroutine until the connection is
+    // idle again. Its deadline is set only if the header turns out to be incomplete.
+    srv_.deadlines_.clear(*this);
+    req_ = request_state::take();
+    auto& s = req_->scope;
+    s.type = scope_type::http;
+    s.scheme = "http";
+    s.root_path = srv_.cfg_.root_path;
+    if (s.extensions.size() != 1 || s.extensions.front() != "http.response.trailers")
+        s.extensions = {"http.response.trailers"};
+    s.subprotocols.clear();
+    s.client = client_;
+    s.server = server_;
+    auto b = req_->in.prepare(read_block);
+    std::memcpy(b.data(), small_, n);
+    req_->in.commit(n);
+    phase_ = phase::header;
+#if CSERVE_DETAIL_DIRECT_LAUNCH
+    // What co_spawn does, without its entry frame, its dispatch and the post it makes when
+    // the coroutine never suspended (the usual keep-alive request): serve() runs now, as a
+    // thread of execution of its own, cancelled through cancel_.
+    launch_direct(serve(this->shared_from_this()), stream_.get_executor(), cancel_.slot());
+#else
+    net::co_spawn(stream_.get_executor(), serve(this->shared_from_this()),
+                  net::bind_cancellation_slot(cancel_.slot(), [self = this->shared_from_this()](std::exception_ptr e) {
+                      self->after_serve(e);
+                  }));
+#endif
+}
+
+template <class Stream>
+void
+http1_connection<Stream>::after_serve(std::exception_ptr e) noexcept
+{
+    // serve()'s coroutines are done (nothing awaits after this): drop what cancelled them.
+    cancel_.slot().clear();
+    if (e)
+        srv_.log_session_failure(e);
+    else if (phase_ == phase::idle) {
+        // The idle read starts behind the handlers already queued: by then the client has
+        // often sent its next request, and the read takes it at once instead of failing
+        // with EAGAIN and waiting for epoll.
+        // Through the io_context's own executor type when that is what runs the connection:
+        // only it allocates the posted operation with the handler's allocator.
+        auto const& ex = stream_.get_executor();
+        if (auto const* io = ex.template target<net::io_context::executor_type>())
+            net::post(*io, slot_handler{this->shared_from_this()});
+        else
+            net::post(ex, slot_handler{this->shared_from_this()});
+    }
+}
+
+//------------------------------------------------------------------------------
+// Busy: one request after the other, until the connection is idle or ends.
+
+template <class Stream>
+typename http1_connection<Stream>::serve_task
+http1_connection<Stream>::serve(std::shared_ptr<http1_connection>)
+{
+#if CSERVE_DETAIL_DIRECT_LAUNCH
+    // The bottom of a thread of execution of its own: nothing may escape it, and what
+    // follows the session (the idle wait, or the end) happens as its locals go.
+    struct finish {
+        http1_connection& c;
+        std::exception_ptr failure;
+        ~finish() { c.after_serve(failure); }
+    } done{*this, nullptr};
+    try {
+#endif
+        bool linger = false; // whether unread input may follow: see close_gracefully
+        for (;;) {
+            start_request();
+            std::size_t parsed = 0;
+            int status = parse_header(parsed);
+            if (status == http1::need_more)
+                status = co_await read_header(parsed);
+            if (status < 0)
+                break;
+            if (status == 0)
+                status = build_scope();
+            if (status > 0) {
+                co_await write_error(status);
+                linger = true;
+                break;
+            }
+            phase_ = phase::busy;
+            srv_.deadlines_.clear(*this);
+            if (srv_.count_request())
+                draining_ = true; // the last request this server takes: say connection: close
+            if (srv_.over_capacity()) {
+                x_.end_connection();
+                co_await respond_simple(503, error_text(503));
+                linger = !x_.body_complete() || req_->in.size() > 0;
+                break;
+            }
+            if (srv_.cfg_.ws && is_websocket_upgrade()) {
+                // The connection becomes a WebSocket (or gets its denial response) and ends.
+                co_await run_websocket();
+                if (closed_)
+                    co_return;
+                linger = false;
+                break;
+            }
+            {
+                // The application is awaited from this frame, not from one of its own: a
+                // keep-alive request holds three coroutine frames (this, the application's,
+                // send's). Asio's per-thread cache keeps two freed frames; while this one is
+                // no bigger than send's, it reuses send's block and only one frame a
+                // request comes from the heap.
+                bool const proxied = srv_.trusted_ && apply_proxy_headers(req_->scope, *srv_.trusted_);
+                std::exception_ptr failure;
+                try {
+                    co_await srv_.app_(req_->scope, cserve::receive{*this}, cserve::send{*this});
+                } catch (...) {
+                    failure = std::current_exception();
+                }
+                if (proxied) {
+                    // The next request on this connection starts from the peer again.
+                    req_->scope.scheme = "http";
+                    req_->scope.client = client_;
+                }
+                if (closed_)
+                    co_return;
+                if (failure || !x_.completed() || x_.disconnected())
+                    co_await after_app(std::move(failure));
+            }
+            if (closed_)
+                co_return;
+            linger = !x_.body_complete() || req_->in.size() > 0;
+            if (!x_.keep_alive() || draining_)
+                break;
+            if (!x_.body_complete() && !co_await discard_body())
+                break;
+            linger = false;
+            req_->out.clear();
+            if (req_->in.size() == 0) {
+                // Idle: give back the request_state now and wait (once this coroutine is gone:
+                // see on_idle_read) with nothing but the connection and its read.
+                req_.reset();
+                monitor_.slot().clear(); // a finished disconnect watch's handler
+                phase_ = phase::idle;
+                timed_out_ = false;
+                srv_.deadlines_.set(*this, draining_ ? deadline_kind::drain : deadline_kind::keep_alive);
+                co_return;
+            }
+            phase_ = phase::header; // a pipelined request is already here
+        }
+        if (!closed_)
+            co_await close_gracefully(linger);
+        srv_.deadlines_.clear(*this);
+#if CSERVE_DETAIL_DIRECT_LAUNCH
+    } catch (...) {
+        done.failure = std::current_exception();
+    }
+#endif
+}
+
+template <class Stream>
+task<>
+http1_connection<Stream>::run_websocket()
+{
+    // Its own frame: serve()'s stays small for the keep-alive requests it mostly runs.
+    auto ws = std::make_shared<websocket_session<Stream>>(upgrade<Stream>{
+        .srv = srv_,
+        .stream = stream_,
+        .buffered = req_->in,
+        .scope = req_->scope,
+        .target = req_->head_info.target.in(req_->head),
+        .version = req_->head_info.version,
+        .client = client_text(),
+        .host = *this,
+        .owner = this->shared_from_this(),
+    });
+    ws_ = ws;
+    co_await ws->run();
+}
+
+template <class Stream>
+task<>
+http1_connection<Stream>::close_gracefully(bool linger)
+{
+    phase_ = phase::closing;
+    boost::system::error_code ec;
+    ops::shutdown_send(stream_, ec);
+    if (!ec && linger && !x_.disconnected()) {
+        // Lingering close: a peer that is still sending would otherwise get a reset that
+        // can destroy the response it has not read yet.
+        srv_.deadlines_.set(*this, deadline_kind::linger);
+        std::size_t total = 0;
+        while (total < linger_limit) {
+            req_->in.clear();
+            auto [rec, n] = co_await stream_.async_read_some(req_->in.prepare(16 * 1024), http1::use_tuple);
+            if (rec)
+                break;
+            total += n;
+        }
+    }
+    stream_.lowest_layer().close(ec);
+}
+
+//------------------------------------------------------------------------------
+// upgrade_host: the WebSocket session's view of the connection before its handshake.
+
+template <class Stream>
+task<>
+http1_connection<Stream>::http_send(event e)
+{
+    co_await send(std::move(e));
+}
+
+template <class Stream>
+task<>
+http1_connection<Stream>::http_deny(int status, std::string_view body)
+{
+    x_.end_connection();
+    quiet_ = true;
+    co_await respond_simple(status, body);
+}
+
+template <class Stream>
+task<>
+http1_connection<Stream>::http_wait()
+{
+    co_await wait_disconnect();
+}
+
+} // namespace cserve::detail
+
+#endif
