@@ -14,6 +14,7 @@
 #include <cserve/impl/exchange.ipp>
 #include <cserve/impl/http1/connection.ipp>
 #include <cserve/impl/http1/request.ipp>
+#include <cserve/impl/http1/request_state.ipp>
 #include <cserve/impl/http1/response.ipp>
 #include <cserve/impl/lifespan_session.ipp>
 #include <cserve/impl/websocket/io.ipp>

@@ -145,6 +145,8 @@ inline constexpr unsigned unwritten_send_run = 16;
 // The members are defined in impl/http1/: connection.ipp (the connection's life: idle,
 // the request loop, deadlines, closing), request.ipp (the header, the scope, the body,
 // receive()) and response.ipp (send(), the response's framing and writing, error responses).
+// Those hold templates only: with separate compilation the library has them for socket_type,
+// and a translation unit that includes them (and impl/websocket/) can use another stream.
 template <class Stream>
 class http1_connection final : public std::enable_shared_from_this<http1_connection<Stream>>,
                                public connection,

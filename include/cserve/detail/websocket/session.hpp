@@ -182,7 +182,9 @@ void
 async_teardown(boost::beast::role_type role, ws_layer<Stream>& s, Handler&& handler)
 {
     s.torn_down = true;
-    boost::beast::websocket::async_teardown(role, s.next_layer(), std::forward<Handler>(handler));
+    // Found by argument-dependent lookup too: the stream's own teardown (a TLS stream's).
+    using boost::beast::websocket::async_teardown;
+    async_teardown(role, s.next_layer(), std::forward<Handler>(handler));
 }
 
 // Runs the application on a WebSocket scope once an HTTP connection has handed an upgrade

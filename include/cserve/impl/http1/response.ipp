@@ -220,15 +220,20 @@ http1_connection<Stream>::pause_unwritten()
         throw client_disconnected();
     // Nor is a client that left noticed by a write: look at the socket.
     boost::system::error_code ec;
-    if (ops::try_io && x_.body_complete() && !monitoring_ && req_->in.size() < http1::body_chunk) {
-        // Nobody else reads now: what arrives is the next pipelined request, kept as
-        // wait_disconnect() keeps it.
-        auto n = ops::try_read(stream_, req_->in.prepare(4096), ec);
-        if (!ec)
-            req_->in.commit(n);
-    } else {
-        // The body is still unread (the application may be reading it) or the buffer is full:
-        // a peek only.
+    bool read = false;
+    if constexpr (ops::try_io) {
+        if (x_.body_complete() && !monitoring_ && req_->in.size() < http1::body_chunk) {
+            // Nobody else reads now: what arrives is the next pipelined request, kept as
+            // wait_disconnect() keeps it.
+            auto n = ops::try_read(stream_, req_->in.prepare(4096), ec);
+            if (!ec)
+                req_->in.commit(n);
+            read = true;
+        }
+    }
+    if (!read) {
+        // The body is still unread (the application may be reading it), the buffer is full,
+        // or the stream cannot be read without waiting: a peek only.
         ops::peek(stream_, ec);
     }
     if (!ec || ec == net::error::would_block || ec == net::error::try_again)
