@@ -29,6 +29,7 @@ import collections
 import ctypes
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -56,6 +57,10 @@ WORKER_TIMEOUT = 10.0
 # Load phases around a signal: before it, and after what it does is complete.
 LOAD_BEFORE = 0.5
 LOAD_AFTER = 0.5
+# How long a shutdown that should be immediate may take, from the signal until the exit:
+# ample on a loaded machine, and far below the requests such a shutdown must not wait for
+# (/delay/30000).
+AT_ONCE = 10.0
 
 STARTUP_COMPLETE = re.compile(r"Application startup complete\.")
 ACCESS_LINE = re.compile(r'127\.0\.0\.1:\d+ - "GET /pid HTTP/1\.1" 200')
@@ -556,7 +561,7 @@ class StopTests(unittest.TestCase):
         c = in_flight(self, srv.port, "/delay/30000")
         t0 = time.monotonic()
         srv.send_signal(signal.SIGTERM)
-        rc = srv.exit_status(EXIT_TIMEOUT)
+        rc = srv.exit_status(AT_ONCE)
         elapsed = time.monotonic() - t0
         self.assertEqual(rc, 0, srv.log_text())
         self.assertGreaterEqual(elapsed, 0.45, "exited before the graceful timeout")
@@ -567,13 +572,13 @@ class StopTests(unittest.TestCase):
 
     def test_graceful_timeout_then_the_master_kills_a_stuck_worker(self):
         # A worker whose loop is blocked cannot cancel anything: the master SIGKILLs it 2 s
-        # after the graceful timeout.
+        # after the graceful timeout (not once the 20 s block is over).
         srv = start(self, "--workers", "2", "--timeout-graceful-shutdown", "0.5")
         srv.started(2)
-        c = in_flight(self, srv.port, "/block/8000")
+        c = in_flight(self, srv.port, "/block/20000")
         t0 = time.monotonic()
         srv.send_signal(signal.SIGTERM)
-        rc = srv.exit_status(EXIT_TIMEOUT + 2)
+        rc = srv.exit_status(2.5 + AT_ONCE)
         elapsed = time.monotonic() - t0
         self.assertEqual(rc, 0, srv.log_text())
         self.assertGreaterEqual(elapsed, 2.4, "killed before the graceful timeout + 2 s")
@@ -593,8 +598,8 @@ class StopTests(unittest.TestCase):
         t0 = time.monotonic()
         srv.send_signal(signal.SIGINT)
         srv.expect(r"Shutting down now", EXIT_TIMEOUT)
-        self.assertEqual(srv.exit_status(EXIT_TIMEOUT), 0, srv.log_text())
-        self.assertLess(time.monotonic() - t0, 3.0)
+        self.assertEqual(srv.exit_status(AT_ONCE + 5), 0, srv.log_text())
+        self.assertLess(time.monotonic() - t0, AT_ONCE)
         self.assertEqual(c.outcome()[0], "closed")
         # The workers stopped on their own (SIGQUIT), nobody was killed.
         for w in workers:
@@ -627,8 +632,8 @@ class StopTests(unittest.TestCase):
         t0 = time.monotonic()
         srv.send_signal(signal.SIGQUIT)
         srv.expect(r"Shutting down now", EXIT_TIMEOUT)
-        self.assertEqual(srv.exit_status(EXIT_TIMEOUT), 0, srv.log_text())
-        self.assertLess(time.monotonic() - t0, 3.0)
+        self.assertEqual(srv.exit_status(AT_ONCE + 5), 0, srv.log_text())
+        self.assertLess(time.monotonic() - t0, AT_ONCE)
         self.assertEqual(c.outcome()[0], "closed")
         self.assertEqual(srv.count(r"Shutting down: draining"), 0, srv.log_text())
         for w in workers:
@@ -753,7 +758,11 @@ class ScaleTests(unittest.TestCase):
         # Never below one.
         srv.send_signal(signal.SIGTTOU)
         srv.expect_count(r"Handling signal: ttou; workers: 1", 2)
-        time.sleep(0.3)  # a few rounds of the master's loop
+        # The master handles signals after its round of managing the workers: once it has
+        # handled one more, the round after the TTOU above is over, and whatever it would
+        # have stopped has been logged.
+        srv.send_signal(signal.SIGTTOU)
+        srv.expect_count(r"Handling signal: ttou; workers: 1", 3)
         self.assertEqual(srv.workers(), [last])
         self.assertEqual(srv.count(r"Stopping worker"), 2, srv.log_text())
         status, body = get(srv.port)
@@ -1118,10 +1127,13 @@ class SingleProcessTests(unittest.TestCase):
             with self.subTest(sig=sig):
                 srv = start(self)
                 self.assert_single(srv)
-                c = in_flight(self, srv.port, "/delay/1000")
+                c = in_flight(self, srv.port, "/delay/3000")
                 srv.send_signal(sig)
-                self.assertTrue(wait_until(lambda: connection_refused(srv.port), 2.0, 0.01),
+                self.assertTrue(wait_until(lambda: connection_refused(srv.port), 10.0, 0.01),
                                 srv.log_text())
+                # The listener closed while the request was still running.
+                answered, _, _ = select.select([c.sock], [], [], 0)
+                self.assertEqual(answered, [], "listener still open once the response came")
                 self.assertEqual(c.outcome(), ("response", 200, b"done"))
                 self.assertEqual(srv.exit_status(), 0, srv.log_text())
                 srv.expect(r"Finished server process \[%d\]" % srv.pid, 0)
@@ -1131,8 +1143,8 @@ class SingleProcessTests(unittest.TestCase):
         self.assert_single(srv)
         c = in_flight(self, srv.port, "/delay/30000")
         t0 = time.monotonic()
-        self.assertEqual(srv.stop(signal.SIGQUIT), 0, srv.log_text())
-        self.assertLess(time.monotonic() - t0, 3.0)
+        self.assertEqual(srv.stop(signal.SIGQUIT, timeout=AT_ONCE + 5), 0, srv.log_text())
+        self.assertLess(time.monotonic() - t0, AT_ONCE)
         self.assertEqual(c.outcome()[0], "closed")
 
     def test_usr1_reopens_the_log_file(self):

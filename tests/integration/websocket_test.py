@@ -482,12 +482,12 @@ class WebSocketConfigTests(ServerTestCase):
         try:
             self.assertEqual(raw.status, 101)
             start = time.monotonic()
-            raw.sock.settimeout(3)
+            raw.sock.settimeout(10)
             frames = []
             close_code = None
             closed_without_frame = False
             try:
-                while time.monotonic() - start < 3:
+                while time.monotonic() - start < 10:
                     opcode, payload = raw.read_frame()
                     frames.append((round(time.monotonic() - start, 2), opcode))
                     if opcode == 0x8:
@@ -501,20 +501,22 @@ class WebSocketConfigTests(ServerTestCase):
             self.assertLess(opcodes.index(0x9), len(opcodes) - (0 if closed_without_frame else 1))
             if not closed_without_frame:
                 self.assertEqual(close_code, 1011, "frames: %r" % frames)
-            self.assertLess(elapsed, 2.0, "frames: %r" % frames)
+            # Closed about 0.4 s in; the bound leaves room for a loaded machine and is far
+            # below the first ping of the default 20 s interval.
+            self.assertLess(elapsed, 5.0, "frames: %r" % frames)
         finally:
             raw.close()
-        self.assertIsNotNone(server.wait_for_line(lambda l: "ping timeout" in l, 3), server.log_text())
+        self.assertIsNotNone(server.wait_for_line(lambda l: "ping timeout" in l, 10), server.log_text())
         self.assertEqual(server.stop(), 0)
 
     def test_pings_come_every_interval_when_pongs_come_at_once(self):
         # The timeout runs from each ping and its pong ends the wait: with every pong sent
-        # at once the pings keep the interval (0.2 s), not interval + timeout (1.2 s).
-        server = self.start_server("--ws-ping-interval", "0.2", "--ws-ping-timeout", "1")
+        # at once the pings keep the interval (0.2 s), not interval + timeout (4.2 s).
+        server = self.start_server("--ws-ping-interval", "0.2", "--ws-ping-timeout", "4")
         raw = RawWebSocket(server.port, "/ws/echo")
         self.addCleanup(raw.close)
         self.assertEqual(raw.status, 101)
-        raw.sock.settimeout(3)
+        raw.sock.settimeout(10)
         raw.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         times = []
         while len(times) < 4:
@@ -523,8 +525,9 @@ class WebSocketConfigTests(ServerTestCase):
             times.append(time.monotonic())
             raw.sock.sendall(client_frame("pong", payload))
         gaps = [b - a for a, b in zip(times, times[1:])]
-        self.assertLess(sum(gaps) / len(gaps), 0.6, "gaps between pings: %r" % gaps)
-        self.assertGreater(min(gaps), 0.1, "gaps between pings: %r" % gaps)
+        # Bounds on the mean: one ping read late and the next on time make one short gap.
+        self.assertLess(sum(gaps) / len(gaps), 2.0, "gaps between pings: %r" % gaps)
+        self.assertGreater(sum(gaps) / len(gaps), 0.1, "gaps between pings: %r" % gaps)
         raw.close()
         self.assertEqual(server.stop(), 0)
 
@@ -706,10 +709,14 @@ class WebSocketFramingTests(DefaultServerTestCase):
         self.assertEvents(events, self.MESSAGES)
 
     def test_messages_trickled_byte_by_byte_all_echoed(self):
+        # About 270 000 one-byte writes: a few seconds on an idle machine, several times that
+        # on a loaded one. The reads wait as long as the trickling may take.
+        trickle_limit = 30
         raw = self.open()
         raw.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        raw.sock.settimeout(trickle_limit)
         frames = [client_frame(k, p) for k, p in self.MESSAGES]
-        deadline = time.monotonic() + 8
+        deadline = time.monotonic() + trickle_limit
 
         def trickle():
             for f in frames:
@@ -721,12 +728,12 @@ class WebSocketFramingTests(DefaultServerTestCase):
                     if i < 16 or i % 512 == 0:
                         time.sleep(0.0005)
                     if time.monotonic() > deadline:
-                        raise AssertionError("trickling took more than 8 s")
+                        raise AssertionError("trickling took more than %d s" % trickle_limit)
 
         sender = Sender(trickle)
         sender.start()
         events = raw.read_events(len(self.MESSAGES))
-        sender.finish(timeout=10)
+        sender.finish(timeout=trickle_limit + 5)
         self.assertEvents(events, self.MESSAGES)
 
     def test_each_echo_is_one_frame_with_the_shortest_length(self):
@@ -944,14 +951,17 @@ class WebSocketFramingTests(DefaultServerTestCase):
 
     def check_too_big_closes_1009_promptly(self, server, data):
         raw = self.open(server)
-        raw.sock.settimeout(3)
+        raw.sock.settimeout(10)
         start = time.monotonic()
         raw.sock.sendall(data)
         first = raw.read_event()
         elapsed = time.monotonic() - start
         self.assertEqual(first[0], "close", "got %r" % (first,))
         self.assertEqual(close_code(first[1]), 1009, "close payload %r" % first[1])
-        self.assertLess(elapsed, 1.5)
+        # Without the payload, which never comes: anything but a prompt close is a hang
+        # (or, at best, the default 20 s keepalive's 1011).
+        self.assertLess(elapsed, 5.0)
+        raw.sock.settimeout(3)  # the close follows at once, not after the 5 s close timeout
         rest = raw.read_until_eof()
         self.assertEqual(rest, [])
         # Our side of the TCP close: until it, the server's teardown waits for it (and a

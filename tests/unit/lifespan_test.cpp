@@ -379,7 +379,10 @@ TEST_CASE("lifespan: a receive() cancelled by a timer throws operation_aborted a
     };
     ct::response_result res;
     auto r = run_lifespan(app, lifespan_config(), [&](cserve::server&, unsigned short port) -> task<> {
-        co_await ct::wait_for(ms(60)); // a few timeouts before the shutdown
+        // A few timeouts before the shutdown.
+        auto const until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+        while (timeouts < 2 && std::chrono::steady_clock::now() < until)
+            co_await ct::wait_for(ms(5));
         auto s = co_await ct::connect(port);
         beast::flat_buffer buf;
         res = co_await get(s, buf, "/");
@@ -416,7 +419,10 @@ TEST_CASE("lifespan: a cancelled receive() throws operation_aborted", "[lifespan
         co_await respond(send, 200, "ok");
     };
     auto r = run_lifespan(app, lifespan_config(), [&](cserve::server&, unsigned short) -> task<> {
-        co_await ct::wait_for(ms(80));
+        // The shutdown only once the cancelled receive() has thrown.
+        auto const until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+        while (!thrown && std::chrono::steady_clock::now() < until)
+            co_await ct::wait_for(ms(5));
     });
     LIFESPAN_REQUIRE_RUN(r);
     REQUIRE(thrown);
