@@ -53,6 +53,18 @@ struct parsed {
     }
 };
 
+// Whether the connection answers the request 400: the parser refused it, by a check of
+// cserve's or of Beast's own (which one depends on the Boost version).
+bool
+answered_400(parsed const& r)
+{
+    if (!r.ec || r.ec == bhttp::error::need_more)
+        return false;
+    if (r.head.reject_status != 0)
+        return r.head.reject_status == 400;
+    return r.ec != bhttp::error::header_limit && r.ec != bhttp::error::bad_version;
+}
+
 } // namespace
 
 TEST_CASE("request_parser: a request's method, target, version and fields are views into the header",
@@ -87,12 +99,11 @@ TEST_CASE("request_parser: Transfer-Encoding and Content-Length together are ref
     for (auto req : {"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
                      "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n"}) {
         parsed r(req);
-        CHECK(r.ec);
-        CHECK((r.head.reject_status == 0 || r.head.reject_status == 400));
+        CHECK(answered_400(r));
         CHECK_FALSE(r.done);
     }
     // Transfer-Encoding on HTTP/1.0 (§6.1: the server must treat the framing as faulty).
-    CHECK(parsed("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n").head.reject_status == 400);
+    CHECK(answered_400(parsed("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")));
 }
 
 TEST_CASE("request_parser: only chunked is decoded, as the final coding, once (§6.3, §7)", "[request_parser]")
