@@ -110,6 +110,7 @@ struct request_state {
     std::string head; // the request header block; the scope's views point into it
     std::string out;  // the response head and chunk framing waiting to be written
     cserve::scope scope;
+    exchange x;                // the ASGI side of the request and its response
     std::string_view head_end; // what follows the framing header a body event decides
 };
 
@@ -135,9 +136,9 @@ inline constexpr unsigned unwritten_send_run = 16;
 
 // One HTTP/1.1 connection over a byte stream (stream.hpp): reads requests with Beast's
 // parser, runs the application once per request and writes its responses; the ASGI rules of
-// each request and response are its exchange's (exchange.hpp). Between requests the
-// connection waits for bytes with a plain completion handler and holds no coroutine frame and
-// no request_state: just this object and the pending read. When bytes arrive, serve() is
+// each request and response are the exchange in its request_state (exchange.hpp). Between
+// requests the connection waits for bytes with a plain completion handler and holds no
+// coroutine frame and no request_state: just this object and the pending read. When bytes arrive, serve() is
 // started and runs until the connection is idle again (or ends). The application's receive()
 // and send() calls come in through the channel interface on the same executor. A WebSocket
 // upgrade hands the stream over to a websocket_session (upgrade.hpp).
@@ -236,7 +237,7 @@ private:
     task<> http_send(event e) override;
     task<> http_deny(int status, std::string_view body) override;
     task<> http_wait() override;
-    exchange const& http_exchange() const noexcept override { return x_; }
+    exchange const& http_exchange() const noexcept override { return req_->x; }
     bool http_receiving() const noexcept override { return monitoring_; }
     bool closed() const noexcept override { return closed_; }
     bool draining() const noexcept override { return draining_; }
@@ -245,7 +246,6 @@ private:
     server_impl& srv_;
     Stream stream_;
     request_state::ptr req_;     // while there is a request to read or answer
-    exchange x_;                 // the request being answered
     net::cancellation_signal cancel_;  // serve()'s: terminal on force_close
     net::cancellation_signal monitor_; // the disconnect watch inside receive()
     net::steady_timer* write_waiter_ = nullptr; // send() waiting for a 100 Continue write

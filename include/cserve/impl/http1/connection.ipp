@@ -272,9 +272,9 @@ http1_connection<Stream>::serve(std::shared_ptr<http1_connection>)
             if (srv_.count_request())
                 draining_ = true; // the last request this server takes: say connection: close
             if (srv_.over_capacity()) {
-                x_.end_connection();
+                req_->x.end_connection();
                 co_await respond_simple(503, error_text(503));
-                linger = !x_.body_complete() || req_->in.size() > 0;
+                linger = !req_->x.body_complete() || req_->in.size() > 0;
                 break;
             }
             if (srv_.cfg_.ws && is_websocket_upgrade()) {
@@ -305,15 +305,15 @@ http1_connection<Stream>::serve(std::shared_ptr<http1_connection>)
                 }
                 if (closed_)
                     co_return;
-                if (failure || !x_.completed() || x_.disconnected())
+                if (failure || !req_->x.completed() || req_->x.disconnected())
                     co_await after_app(std::move(failure));
             }
             if (closed_)
                 co_return;
-            linger = !x_.body_complete() || req_->in.size() > 0;
-            if (!x_.keep_alive() || draining_)
+            linger = !req_->x.body_complete() || req_->in.size() > 0;
+            if (!req_->x.keep_alive() || draining_)
                 break;
-            if (!x_.body_complete() && !co_await discard_body())
+            if (!req_->x.body_complete() && !co_await discard_body())
                 break;
             linger = false;
             req_->out.clear();
@@ -366,7 +366,7 @@ http1_connection<Stream>::close_gracefully(bool linger)
     phase_ = phase::closing;
     boost::system::error_code ec;
     ops::shutdown_send(stream_, ec);
-    if (!ec && linger && !x_.disconnected()) {
+    if (!ec && linger && !req_->x.disconnected()) {
         // Lingering close: a peer that is still sending would otherwise get a reset that
         // can destroy the response it has not read yet.
         srv_.deadlines_.set(*this, deadline_kind::linger);
@@ -396,7 +396,7 @@ template <class Stream>
 task<>
 http1_connection<Stream>::http_deny(int status, std::string_view body)
 {
-    x_.end_connection();
+    req_->x.end_connection();
     quiet_ = true;
     co_await respond_simple(status, body);
 }

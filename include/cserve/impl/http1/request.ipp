@@ -72,6 +72,7 @@ http1_connection<Stream>::start_request()
 {
     auto& r = *req_;
     auto const limit = std::min<std::size_t>(srv_.cfg_.max_header_bytes, std::numeric_limits<std::uint32_t>::max());
+    r.x = exchange(); // nothing of the last request (or of another connection's) is left
     r.head_info.clear();
     r.parser.emplace(r.head_info, r.body);
     r.parser->header_limit(static_cast<std::uint32_t>(limit));
@@ -201,7 +202,7 @@ http1_connection<Stream>::build_scope()
         s.state = *state; // the shallow copy ASGI asks for
     else if (!s.state.empty())
         s.state.clear();
-    x_.begin(s.method == "HEAD", req_->parser->keep_alive(), req_->parser->is_done(),
+    req_->x.begin(s.method == "HEAD", req_->parser->keep_alive(), req_->parser->is_done(),
              req_->head_info.expect_continue && req_->head_info.version == 11);
     return 0;
 }
@@ -253,7 +254,7 @@ template <class Stream>
 task<bool>
 http1_connection<Stream>::discard_body()
 {
-    if (x_.body_invalid() || x_.disconnected() || x_.continue_pending())
+    if (req_->x.body_invalid() || req_->x.disconnected() || req_->x.continue_pending())
         co_return false;
     http1::body_scope guard{req_->body};
     req_->body = {}; // no sink: the parser drops what it parses
@@ -266,7 +267,7 @@ http1_connection<Stream>::discard_body()
         if (ec)
             co_return false;
         if (req_->parser->is_done()) {
-            x_.body_received();
+            req_->x.body_received();
             co_return true;
         }
         if (dropped > http1::discard_limit)
@@ -287,7 +288,7 @@ http1_connection<Stream>::receive()
 {
     if (closed_)
         co_return http::disconnect{};
-    switch (x_.next_receive()) {
+    switch (req_->x.next_receive()) {
     case exchange::receive_step::read_body: co_return co_await read_body();
     case exchange::receive_step::empty_request: co_return http::request{};
     case exchange::receive_step::wait_disconnect: break;
@@ -299,7 +300,7 @@ template <class Stream>
 task<event>
 http1_connection<Stream>::read_body()
 {
-    if (x_.take_continue())
+    if (req_->x.take_continue())
         co_await write_continue();
     std::string body;
     http1::body_scope guard{req_->body};
@@ -309,16 +310,16 @@ http1_connection<Stream>::read_body()
         boost::system::error_code ec;
         parse_buffered(ec);
         if (ec) {
-            x_.body_invalid(srv_.log_);
+            req_->x.body_invalid(srv_.log_);
             co_return http::disconnect{};
         }
         if (req_->parser->is_done()) {
-            x_.body_received();
+            req_->x.body_received();
             co_return http::request{std::move(body), false};
         }
         if (!body.empty())
             co_return http::request{std::move(body), true};
-        if (closed_ || x_.disconnected())
+        if (closed_ || req_->x.disconnected())
             co_return http::disconnect{};
         auto [rec, n] = co_await stream_.async_read_some(req_->in.prepare(http1::body_chunk), http1::use_tuple);
         if (rec == net::error::operation_aborted && !closed_ && !timed_out_) {
@@ -327,7 +328,7 @@ http1_connection<Stream>::read_body()
             throw boost::system::system_error(rec);
         }
         if (rec) {
-            x_.client_gone();
+            req_->x.client_gone();
             co_return http::disconnect{};
         }
         req_->in.commit(n);
@@ -347,7 +348,7 @@ http1_connection<Stream>::wait_disconnect()
     if (outer.is_connected())
         outer.assign([this](net::cancellation_type t) { monitor_.emit(t); });
     monitoring_ = true;
-    while (!x_.completed() && !x_.disconnected() && !closed_) {
+    while (!req_->x.completed() && !req_->x.disconnected() && !closed_) {
         if (cs.cancelled() != net::cancellation_type::none)
             break;
         if (req_->in.size() >= http1::body_chunk) {
@@ -361,7 +362,7 @@ http1_connection<Stream>::wait_disconnect()
         if (ec == net::error::operation_aborted)
             continue;
         if (ec) {
-            x_.client_gone();
+            req_->x.client_gone();
             break;
         }
         req_->in.commit(n);
@@ -369,7 +370,7 @@ http1_connection<Stream>::wait_disconnect()
     monitoring_ = false;
     if (outer.is_connected())
         outer.clear();
-    if (cs.cancelled() != net::cancellation_type::none && !x_.completed() && !x_.disconnected() && !closed_)
+    if (cs.cancelled() != net::cancellation_type::none && !req_->x.completed() && !req_->x.disconnected() && !closed_)
         throw boost::system::system_error(net::error::operation_aborted);
     co_return http::disconnect{};
 }
@@ -385,7 +386,7 @@ http1_connection<Stream>::write_continue()
     if (write_waiter_)
         write_waiter_->cancel();
     if (ec)
-        x_.client_gone();
+        req_->x.client_gone();
 }
 
 } // namespace cserve::detail

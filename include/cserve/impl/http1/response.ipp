@@ -37,7 +37,7 @@ template <class Stream>
 task<>
 http1_connection<Stream>::send(event e)
 {
-    if (closed_ || x_.disconnected())
+    if (closed_ || req_->x.disconnected())
         throw client_disconnected();
     while (writing_) {
         // Only a 100 Continue can be in flight here, when the application receives and
@@ -50,21 +50,21 @@ http1_connection<Stream>::send(event e)
         } guard{write_waiter_, std::exchange(write_waiter_, &wait)};
         co_await wait.async_wait(http1::use_tuple);
     }
-    x_.check_send(e);
+    req_->x.check_send(e);
     if (auto* start = std::get_if<http::response_start>(&e)) {
         start_response(*start);
     } else if (auto* body = std::get_if<http::response_body>(&e)) {
         // write_body inlined: one coroutine frame fewer on every response.
         std::string_view tail;
         if (prepare_body(body->body, body->more_body, tail)) {
-            auto const bytes = x_.no_body() ? net::const_buffer() : net::buffer(body->body);
+            auto const bytes = req_->x.no_body() ? net::const_buffer() : net::buffer(body->body);
             std::size_t done = 0;
             if (!write_now(bytes, tail, done))
                 co_await write_rest(bytes, tail, done);
         } else if (++unwritten_sends_ % http1::unwritten_send_run == 0) {
             co_await pause_unwritten();
         }
-        if (x_.body_done() && !x_.trailers())
+        if (req_->x.body_done() && !req_->x.trailers())
             complete_response();
     } else {
         co_await write_trailers(std::get<http::response_trailers>(e));
@@ -76,14 +76,14 @@ void
 http1_connection<Stream>::start_response(http::response_start& s)
 {
     auto const& cfg = srv_.cfg_;
-    auto const f = x_.start(s, draining_);
+    auto const f = req_->x.start(s, draining_);
     bool const http10 = req_->head_info.version == 10;
-    if (!x_.body_complete()) {
+    if (!req_->x.body_complete()) {
         // An unread body bigger than what is drained afterwards: say now that this
         // connection ends with the response.
         auto remaining = req_->parser->content_length_remaining();
         if (remaining && *remaining > http1::discard_limit)
-            x_.end_connection();
+            req_->x.end_connection();
     }
     chunked_ = false;
     trailer_open_ = false;
@@ -93,8 +93,8 @@ http1_connection<Stream>::start_response(http::response_start& s)
     } else if (!http10) {
         chunked_ = true;
         add_chunked = !f.chunked;
-    } else if (!x_.head_request()) {
-        x_.end_connection(); // HTTP/1.0 without a length: the body ends with the connection
+    } else if (!req_->x.head_request()) {
+        req_->x.end_connection(); // HTTP/1.0 without a length: the body ends with the connection
     }
     // Trailers travel only in a chunked body; otherwise they are accepted and dropped.
 
@@ -102,13 +102,13 @@ http1_connection<Stream>::start_response(http::response_start& s)
     encode_head(req_->out, s.status, s.headers, head_policy::of(cfg), cfg.date_header ? http_date() : std::string_view());
     std::string_view end = "\r\n";
     if (!f.connection) {
-        if (!x_.keep_alive())
+        if (!req_->x.keep_alive())
             end = "connection: close\r\n\r\n";
         else if (http10)
             end = "connection: keep-alive\r\n\r\n";
     }
     framing_pending_ = false;
-    if (add_chunked && !x_.no_body()) {
+    if (add_chunked && !req_->x.no_body()) {
         // Decided by the first body event: a complete body gets a content-length. The
         // framing header and what follows it are appended then.
         framing_pending_ = true;
@@ -127,9 +127,9 @@ http1_connection<Stream>::prepare_body(std::string const& body, bool more, std::
     if (framing_pending_) {
         // The whole body in one event: it gets a content-length instead of chunks.
         framing_pending_ = false;
-        if (!more && !x_.trailers()) {
+        if (!more && !req_->x.trailers()) {
             chunked_ = false;
-            x_.set_length(body.size());
+            req_->x.set_length(body.size());
             req_->out += "content-length: ";
             append_decimal(req_->out, body.size());
             req_->out += "\r\n";
@@ -138,9 +138,9 @@ http1_connection<Stream>::prepare_body(std::string const& body, bool more, std::
         }
         req_->out += req_->head_end;
     }
-    bool const committed = x_.head_committed();
-    x_.body(body.size(), more, srv_.log_);
-    if (x_.no_body()) {
+    bool const committed = req_->x.head_committed();
+    req_->x.body(body.size(), more, srv_.log_);
+    if (req_->x.no_body()) {
         // The head alone, with the first body event: no body bytes would ever bring it.
         return !more || !committed;
     }
@@ -150,7 +150,7 @@ http1_connection<Stream>::prepare_body(std::string const& body, bool more, std::
             req_->out += "\r\n";
             tail = "\r\n";
         }
-        if (!more && !x_.trailers())
+        if (!more && !req_->x.trailers())
             tail = body.empty() ? std::string_view("0\r\n\r\n") : std::string_view("\r\n0\r\n\r\n");
         return !(req_->out.empty() && tail.empty());
     }
@@ -163,12 +163,12 @@ http1_connection<Stream>::write_body(std::string const& body, bool more)
 {
     std::string_view tail;
     if (prepare_body(body, more, tail)) {
-        auto const bytes = x_.no_body() ? net::const_buffer() : net::buffer(body);
+        auto const bytes = req_->x.no_body() ? net::const_buffer() : net::buffer(body);
         std::size_t done = 0;
         if (!write_now(bytes, tail, done))
             co_await write_rest(bytes, tail, done);
     }
-    if (x_.body_done() && !x_.trailers())
+    if (req_->x.body_done() && !req_->x.trailers())
         complete_response();
 }
 
@@ -179,7 +179,7 @@ http1_connection<Stream>::write_now(net::const_buffer body, std::string_view tai
     // Most responses fit in the socket's send buffer: one write that does not wait, no
     // suspension. Only what does not fit waits for the stream (write_rest).
     std::array<net::const_buffer, 3> buffers{net::buffer(req_->out), body, net::buffer(tail)};
-    if (x_.commit()) {
+    if (req_->x.commit()) {
         // The response is committed: logged now, once (a started response replaced by an
         // error response before this point is logged as the error response).
         access_log();
@@ -216,13 +216,13 @@ http1_connection<Stream>::pause_unwritten()
     // and every other connection, timer and signal with it. Its own frame: send()'s stays
     // small for the writes it mostly does.
     co_await net::post(stream_.get_executor(), net::use_awaitable);
-    if (closed_ || x_.disconnected())
+    if (closed_ || req_->x.disconnected())
         throw client_disconnected();
     // Nor is a client that left noticed by a write: look at the socket.
     boost::system::error_code ec;
     bool read = false;
     if constexpr (ops::try_io) {
-        if (x_.body_complete() && !monitoring_ && req_->in.size() < http1::body_chunk) {
+        if (req_->x.body_complete() && !monitoring_ && req_->in.size() < http1::body_chunk) {
             // Nobody else reads now: what arrives is the next pipelined request, kept as
             // wait_disconnect() keeps it.
             auto n = ops::try_read(stream_, req_->in.prepare(4096), ec);
@@ -238,7 +238,7 @@ http1_connection<Stream>::pause_unwritten()
     }
     if (!ec || ec == net::error::would_block || ec == net::error::try_again)
         co_return;
-    x_.client_gone();
+    req_->x.client_gone();
     if (monitoring_)
         monitor_.emit(net::cancellation_type::total);
     throw client_disconnected();
@@ -250,7 +250,7 @@ http1_connection<Stream>::finish_write(boost::system::error_code ec)
 {
     req_->out.clear();
     if (ec) {
-        x_.client_gone();
+        req_->x.client_gone();
         if (monitoring_)
             monitor_.emit(net::cancellation_type::total);
         throw client_disconnected();
@@ -261,7 +261,7 @@ template <class Stream>
 task<>
 http1_connection<Stream>::write_trailers(http::response_trailers const& t)
 {
-    bool const write = chunked_ && !x_.no_body();
+    bool const write = chunked_ && !req_->x.no_body();
     check_headers(t.headers, "trailer");
     if (write) {
         if (!trailer_open_) {
@@ -300,7 +300,7 @@ template <class Stream>
 void
 http1_connection<Stream>::complete_response() noexcept
 {
-    x_.complete();
+    req_->x.complete();
     if (monitoring_)
         monitor_.emit(net::cancellation_type::total);
 }
@@ -312,7 +312,7 @@ http1_connection<Stream>::access_log() const
     if (quiet_ || !srv_.cfg_.access_log || !srv_.log_.enabled(log_level::info))
         return;
     std::string line;
-    append_access_line(line, client_text(), req_->scope, x_.status());
+    append_access_line(line, client_text(), req_->scope, req_->x.status());
     srv_.log_.log(log_level::info, line);
 }
 
@@ -324,7 +324,7 @@ task<>
 http1_connection<Stream>::after_app(std::exception_ptr failure)
 {
     // What is left when the application failed, or returned without a complete response.
-    auto ending = x_.finish(std::move(failure), srv_.log_);
+    auto ending = req_->x.finish(std::move(failure), srv_.log_);
     if (ending.status != 0)
         co_await respond_simple(ending.status, ending.body);
 }
@@ -333,18 +333,18 @@ template <class Stream>
 task<>
 http1_connection<Stream>::respond_simple(int status, std::string_view body)
 {
-    if (x_.disconnected()) {
-        x_.end_connection();
+    if (req_->x.disconnected()) {
+        req_->x.end_connection();
         co_return;
     }
     auto start = simple_response(status, body);
-    if (x_.body_invalid())
-        x_.end_connection();
+    if (req_->x.body_invalid())
+        req_->x.end_connection();
     start_response(start);
     try {
         co_await write_body(std::string(body), false);
     } catch (std::exception const&) {
-        x_.end_connection();
+        req_->x.end_connection();
     }
 }
 
@@ -362,10 +362,10 @@ http1_connection<Stream>::write_error(int status)
     append_decimal(req_->out, body.size());
     req_->out += "\r\nconnection: close\r\n\r\n";
     req_->out += body;
-    x_.end_connection();
+    req_->x.end_connection();
     auto [ec, n] = co_await net::async_write(stream_, net::buffer(req_->out), http1::use_tuple);
     if (ec)
-        x_.client_gone();
+        req_->x.client_gone();
     req_->out.clear();
 }
 
