@@ -6,7 +6,8 @@
 //   GET /                 Hello, world!
 //   ANY /echo             streams the request body back
 //   GET /headers          the request headers as JSON, in received order
-//   GET /scope            the ASGI scope as JSON
+//   GET /scope            the ASGI scope as JSON (over TLS with "tls": every field of the ASGI
+//                         "tls" extension; /ws/scope too)
 //   GET /bytes/{n}        n bytes 'a'..'z' repeated, with content-length
 //   GET /stream/{n}       n chunks "chunk {i}\n", chunked
 //   GET /status/{code}    that status, empty body
@@ -113,6 +114,36 @@ append_address(std::string& out, std::optional<cserve::address> const& a)
     out += ']';
 }
 
+// `"tls": {...}`, the ASGI "tls" extension, over TLS; nothing over cleartext.
+void
+append_tls(std::string& out, cserve::scope const& scope)
+{
+    auto const* tls = scope.tls();
+    if (!tls)
+        return;
+    auto optional = [&](std::optional<std::string> const& v) {
+        if (v)
+            append_json_string(out, *v);
+        else
+            out += "null";
+    };
+    out += ", \"tls\": {\"server_cert\": ";
+    append_json_string(out, tls->server_cert);
+    out += ", \"client_cert_chain\": [";
+    for (std::size_t i = 0; i < tls->client_cert_chain.size(); ++i) {
+        if (i)
+            out += ", ";
+        append_json_string(out, tls->client_cert_chain[i]);
+    }
+    out += "], \"client_cert_name\": ";
+    optional(tls->client_cert_name);
+    out += ", \"client_cert_error\": ";
+    optional(tls->client_cert_error);
+    out += ", \"tls_version\": " + std::to_string(tls->tls_version);
+    out += ", \"cipher_suite\": " + std::to_string(tls->cipher_suite);
+    out += '}';
+}
+
 cserve::task<>
 respond(cserve::send send, int status, std::string body, std::string content_type = "text/plain")
 {
@@ -180,6 +211,7 @@ scope_json(cserve::scope& scope, cserve::send send)
     append_address(json, scope.client);
     json += ", \"server\": ";
     append_address(json, scope.server);
+    append_tls(json, scope);
     json += '}';
     co_await respond(send, 200, std::move(json), "application/json");
 }
@@ -259,6 +291,7 @@ scope_text(cserve::scope& scope)
     }
     json += "], \"client\": ";
     append_address(json, scope.client);
+    append_tls(json, scope);
     json += '}';
     return json;
 }

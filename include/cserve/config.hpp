@@ -10,10 +10,27 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 
+namespace boost::asio::ssl {
+class context;
+} // namespace boost::asio::ssl
+
 namespace cserve {
+
+/// Whether a TLS server asks clients for a certificate (--ssl-cert-reqs, Python's ssl.CERT_*).
+enum class cert_reqs {
+    /// Not asked for (0).
+    none = 0,
+    /// Asked for; a client without one is served, and one whose certificate fails
+    /// verification too, with the reason in tls_info::client_cert_error (1).
+    optional = 1,
+    /// Required and verified against `ssl_ca_certs`: mutual TLS (2).
+    required = 2,
+};
 
 /// How the lifespan protocol is used (--lifespan).
 enum class lifespan_mode {
@@ -151,6 +168,45 @@ struct config {
 
     /// Offer permessage-deflate compression. (--ws-per-message-deflate BOOL)
     bool ws_per_message_deflate = true;
+
+    /// Serve TLS (https, wss) with this PEM certificate chain, leaf first. Read when the
+    /// server is made (by run(): before the workers are forked, and again on SIGHUP).
+    /// (--ssl-certfile)
+    std::string ssl_certfile;
+
+    /// The PEM private key of `ssl_certfile`; empty: the key is in `ssl_certfile`.
+    /// (--ssl-keyfile)
+    std::string ssl_keyfile;
+
+    /// The password of an encrypted `ssl_keyfile`. (--ssl-keyfile-password)
+    std::string ssl_keyfile_password;
+
+    /// The PEM certificates of the CAs that client certificates are verified against.
+    /// (--ssl-ca-certs)
+    std::string ssl_ca_certs;
+
+    /// Whether clients are asked for a certificate. (--ssl-cert-reqs 0|1|2)
+    cserve::cert_reqs ssl_cert_reqs = cert_reqs::none;
+
+    /// The TLS 1.2 cipher suites, in OpenSSL's cipher-list syntax; TLS 1.3 uses OpenSSL's
+    /// default suites. The default allows only forward-secret AEAD suites. (--ssl-ciphers)
+    std::string ssl_ciphers = "ECDHE+AESGCM:ECDHE+CHACHA20";
+
+    /** Builds the TLS context instead of the `ssl_*` fields (uvicorn's ssl_context_factory).
+
+        Called once when the server is made (by run(): before the workers are forked, and
+        again on SIGHUP). cserve adds to the context what its connections rely on: ALPN,
+        released buffers on idle connections, no renegotiation. Everything else (versions,
+        certificates, verification, tickets) is the factory's.
+    */
+    std::function<std::shared_ptr<boost::asio::ssl::context>()> ssl_context_factory;
+
+    /// Whether the server speaks TLS: a certificate or a context factory is set.
+    bool
+    tls() const noexcept
+    {
+        return !ssl_certfile.empty() || static_cast<bool>(ssl_context_factory);
+    }
 };
 
 } // namespace cserve

@@ -45,6 +45,43 @@ struct address {
 */
 using state_map = std::map<std::string, std::any, std::less<>>;
 
+/** What a TLS connection tells the application: the ASGI "tls" extension.
+
+    Every field of the extension, as OpenSSL reports it for the connection; see
+    scope::tls().
+*/
+struct tls_info {
+    /// The server's certificate, PEM-encoded.
+    std::string server_cert;
+
+    /// The client's certificate and the chain it sent, each PEM-encoded, leaf first; empty
+    /// when the client sent none.
+    std::vector<std::string> client_cert_chain;
+
+    /// The client certificate's subject as an RFC 4514 distinguished name, when it sent one.
+    std::optional<std::string> client_cert_name;
+
+    /// Why the client's certificate failed verification (with `ssl_cert_reqs` optional the
+    /// connection is accepted all the same); none when it was verified or not sent.
+    std::optional<std::string> client_cert_error;
+
+    /// The protocol version, as on the wire: 0x0303 for TLS 1.2, 0x0304 for TLS 1.3.
+    std::uint16_t tls_version = 0;
+
+    /// The cipher suite's 16-bit IANA value, such as 0x1301 (TLS_AES_128_GCM_SHA256).
+    std::uint16_t cipher_suite = 0;
+};
+
+/// Where a scope finds its connection's tls_info: implemented by a TLS connection, which
+/// computes it on the first call and keeps it.
+class tls_source {
+public:
+    virtual tls_info const& tls() const = 0;
+
+protected:
+    ~tls_source() = default;
+};
+
 /** The ASGI connection scope.
 
     For an HTTP request the server fills in every field before the application is called.
@@ -98,8 +135,23 @@ struct scope {
     state_map state;
 
     /// The ASGI extensions this server supports for the scope, such as
-    /// "http.response.trailers".
+    /// "http.response.trailers"; "tls" over TLS (see tls()).
     std::vector<std::string_view> extensions;
+
+    /// Over TLS, the connection (see tls()); null over cleartext.
+    tls_source const* tls_connection = nullptr;
+
+    /** The ASGI "tls" extension: the connection's TLS facts, or null over cleartext.
+
+        Computed when first asked for on a connection (a request that does not ask costs
+        nothing) and kept until it closes. The same object for every request of the
+        connection: renegotiation is off, so nothing in it changes.
+    */
+    tls_info const*
+    tls() const
+    {
+        return tls_connection ? &tls_connection->tls() : nullptr;
+    }
 
     /** The value of the first header field named `name`, if any.
 

@@ -37,12 +37,12 @@ WATCHDOG_SECONDS = 115    # the whole run
 
 # The line a server logs once it listens on TCP.
 RUNNING_RE = re.compile(
-    r"cserve running on http://(?P<host>\[[^\]]*\]|[^\s:/]+):(?P<port>\d+)"
+    r"cserve running on https?://(?P<host>\[[^\]]*\]|[^\s:/]+):(?P<port>\d+)"
     r" \(Press CTRL\+C to quit\)")
 
 # The same, or its form for a Unix domain socket (httpbin --uds, or --fd with a Unix socket).
 RUNNING_OR_UDS_RE = re.compile(
-    r"cserve running on (?:http://(?P<host>\[[^\]]*\]|[^\s:/]+):(?P<port>\d+)"
+    r"cserve running on (?:https?://(?P<host>\[[^\]]*\]|[^\s:/]+):(?P<port>\d+)"
     r"|unix socket (?P<uds>.+?)) \(Press CTRL\+C to quit\)")
 
 # An HTTP Date header value (RFC 9110, IMF-fixdate).

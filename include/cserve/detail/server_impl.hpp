@@ -32,6 +32,10 @@
 #include <string>
 #include <vector>
 
+namespace boost::asio::ssl {
+class context;
+} // namespace boost::asio::ssl
+
 namespace cserve::detail {
 
 namespace net = boost::asio;
@@ -124,6 +128,7 @@ public:
     std::vector<int> inherited_fds_; // listeners handed down by a supervisor, used first
     bool announce_ = true;           // log the "running on" lines
     std::shared_ptr<lifespan_session> lifespan_;
+    std::shared_ptr<net::ssl::context> tls_; // with TLS: every connection's handshake uses it
     deadline_wheel deadlines_; // the connections' deadlines
 
 private:
@@ -132,6 +137,8 @@ private:
     CSERVE_DECL void add_listener(acceptor_type acceptor, boost::system::error_code& ec);
     CSERVE_DECL task<> accept_loop(acceptor_type& acceptor);
     CSERVE_DECL void start_connection(socket_type socket);
+    template <class Connection>
+    void start_connection(std::shared_ptr<Connection> c);
     template <class F>
     void for_each_connection(F f);
     CSERVE_DECL void close_listeners() noexcept;

@@ -4,6 +4,7 @@
 #define CSERVE_DETAIL_STREAM_HPP
 
 #include <cserve/detail/config.hpp>
+#include <cserve/scope.hpp>
 
 #include <boost/asio/basic_stream_socket.hpp>
 #include <boost/asio/error.hpp>
@@ -32,6 +33,7 @@ struct stream_ops<boost::asio::basic_stream_socket<Protocol, Executor>> {
     using stream = boost::asio::basic_stream_socket<Protocol, Executor>;
 
     static constexpr bool try_io = true;
+    static constexpr bool secure = false; // scheme http, ws
 
     // The connection begins: no Nagle delay on TCP, and writes and reads that do not wait.
     static void
@@ -82,6 +84,13 @@ struct stream_ops<boost::asio::basic_stream_socket<Protocol, Executor>> {
     shutdown_send(stream& s, boost::system::error_code& ec) noexcept
     {
         s.shutdown(boost::asio::socket_base::shutdown_send, ec);
+    }
+
+    // No TLS: nothing for scope::tls().
+    static tls_source const*
+    tls(stream&) noexcept
+    {
+        return nullptr;
     }
 };
 

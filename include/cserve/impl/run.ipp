@@ -8,6 +8,7 @@
 #include <cserve/proxy_headers.hpp>
 #include <cserve/server.hpp>
 #include <cserve/detail/text.hpp>
+#include <cserve/detail/tls.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -224,6 +225,20 @@ flag_table()
                  bad_value(n, v, "a valid boolean");
              c.ws_per_message_deflate = *on;
          }},
+        {"--ssl-keyfile", "PATH", "SSL key file (PEM); without it the key is read from --ssl-certfile.",
+         [](config& c, std::string_view, std::string_view v) { c.ssl_keyfile = v; }},
+        {"--ssl-certfile", "PATH", "SSL certificate file (PEM, the chain leaf first); serves https and wss.",
+         [](config& c, std::string_view, std::string_view v) { c.ssl_certfile = v; }},
+        {"--ssl-keyfile-password", "TEXT", "SSL keyfile password.",
+         [](config& c, std::string_view, std::string_view v) { c.ssl_keyfile_password = v; }},
+        {"--ssl-ca-certs", "PATH", "CA certificates file (PEM) that client certificates are verified against.",
+         [](config& c, std::string_view, std::string_view v) { c.ssl_ca_certs = v; }},
+        {"--ssl-cert-reqs", "[0|1|2]", "Whether client certificate is required: 0 none, 1 optional, 2 required (mutual TLS).  [default: 0]",
+         [](config& c, std::string_view n, std::string_view v) {
+             c.ssl_cert_reqs = static_cast<cert_reqs>(parse_integer<int>(n, v, 0, 2));
+         }},
+        {"--ssl-ciphers", "TEXT", "TLS 1.2 ciphers to use (OpenSSL cipher list); TLS 1.3 uses OpenSSL's suites.  [default: ECDHE+AESGCM:ECDHE+CHACHA20]",
+         [](config& c, std::string_view, std::string_view v) { c.ssl_ciphers = v; }},
         {"--header", "NAME:VALUE", "Specify custom default HTTP response headers as a Name:Value pair (repeatable).",
          [](config& c, std::string_view n, std::string_view v) {
              auto colon = v.find(':');
@@ -413,8 +428,25 @@ run_with(factory const& make, config cfg)
             }
         }
     }
+    // TLS: the certificate and key are read now, once, so that a bad file stops the start
+    // instead of every worker; the workers share this context (and its ticket key).
+    std::optional<config> tls_origin;
+    if (cfg.tls()) {
+        try {
+            auto ctx = load_tls_context(cfg, make_ticket_key());
+            tls_origin = cfg;
+            cfg.ssl_context_factory = [ctx] { return ctx; };
+        } catch (tls_config_error const& e) {
+            std::string msg = "Error: " + std::string(e.what()) + "\n";
+            std::fputs(msg.c_str(), stderr);
+            return 2;
+        }
+    } else if (!cfg.ssl_keyfile.empty() || !cfg.ssl_ca_certs.empty() || cfg.ssl_cert_reqs != cert_reqs::none) {
+        std::fputs("Error: --ssl-keyfile, --ssl-ca-certs and --ssl-cert-reqs need --ssl-certfile\n", stderr);
+        return 2;
+    }
     if (cfg.workers.value_or(1) > 1)
-        return supervisor(make, std::move(cfg)).run();
+        return supervisor(make, std::move(cfg), std::move(tls_origin)).run();
 
     app_function app;
     try {

@@ -10,6 +10,7 @@
 #include <cserve/detail/lifespan_session.hpp>
 #include <cserve/detail/server_impl.hpp>
 #include <cserve/detail/text.hpp>
+#include <cserve/detail/tls.hpp>
 #include <cserve/detail/websocket/session.hpp>
 #include <cserve/impl/exchange.ipp>
 #include <cserve/impl/http1/connection.ipp>
@@ -17,6 +18,7 @@
 #include <cserve/impl/http1/request_state.ipp>
 #include <cserve/impl/http1/response.ipp>
 #include <cserve/impl/lifespan_session.ipp>
+#include <cserve/impl/tls.ipp>
 #include <cserve/impl/websocket/io.ipp>
 #include <cserve/impl/websocket/session.ipp>
 
@@ -93,6 +95,8 @@ server_impl::server_impl(net::io_context& ioc, app_function app, config cfg)
         if (!http1::valid_field_name(name) || !http1::valid_field_value(value))
             throw std::invalid_argument("invalid header in config.headers: '" + name + "'");
     deadlines_.durations(cfg_.timeout_request_header, cfg_.timeout_keep_alive);
+    if (cfg_.tls())
+        tls_ = load_tls_context(cfg_, make_ticket_key());
     if (cfg_.limit_max_requests) {
         request_limit_ = *cfg_.limit_max_requests;
         if (cfg_.limit_max_requests_jitter > 0) {
@@ -136,7 +140,7 @@ server_impl::add_listener(acceptor_type acceptor, boost::system::error_code& ec)
     if (local.protocol().family() == AF_UNIX)
         listen_urls_.push_back("unix socket " + (a ? a->host : std::string("(unnamed)")));
     else if (a)
-        listen_urls_.push_back("http://" + (a->host.find(':') != std::string::npos ? "[" + a->host + "]" : a->host) +
+        listen_urls_.push_back((tls_ ? "https://" : "http://") + (a->host.find(':') != std::string::npos ? "[" + a->host + "]" : a->host) +
                                ":" + std::to_string(a->port));
     if (a)
         local_addresses_.push_back(*a);
@@ -332,7 +336,16 @@ server_impl::on_connection_closed(connection& c) noexcept
 void
 server_impl::start_connection(socket_type socket)
 {
-    auto c = std::make_shared<http1_connection<socket_type>>(*this, std::move(socket));
+    if (tls_)
+        start_connection(std::make_shared<http1_connection<tls_stream>>(*this, std::move(socket), *tls_));
+    else
+        start_connection(std::make_shared<http1_connection<socket_type>>(*this, std::move(socket)));
+}
+
+template <class Connection>
+void
+server_impl::start_connection(std::shared_ptr<Connection> c)
+{
     {
         std::lock_guard lock(mutex_);
         connections_.push_back(*c);
@@ -340,7 +353,7 @@ server_impl::start_connection(socket_type socket)
     }
     auto ex = c->get_executor();
     auto drain = draining_ ? c : nullptr;
-    net::dispatch(ex, [c = std::move(c)]() mutable { http1_connection<socket_type>::start(std::move(c)); });
+    net::dispatch(ex, [c = std::move(c)]() mutable { Connection::start(std::move(c)); });
     if (drain)
         net::post(ex, [c = std::move(drain)] { c->begin_drain(); }); // after start()
 }
@@ -481,9 +494,11 @@ server_impl::serve()
 }
 
 #if !defined(CSERVE_HEADER_ONLY)
-// The connections of a plain socket, compiled here once (stream.hpp).
+// The connections of a plain socket and of TLS, compiled here once (stream.hpp, tls.hpp).
 template class http1_connection<socket_type>;
 template class websocket_session<socket_type>;
+template class http1_connection<tls_stream>;
+template class websocket_session<tls_stream>;
 #endif
 
 } // namespace detail

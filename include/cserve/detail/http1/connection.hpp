@@ -154,7 +154,9 @@ class http1_connection final : public std::enable_shared_from_this<http1_connect
                                public channel,
                                private upgrade_host {
 public:
-    http1_connection(server_impl& srv, Stream stream);
+    // The stream is made in place from `args` (a plain socket; a socket and a TLS context).
+    template <class... Args>
+    explicit http1_connection(server_impl& srv, Args&&... args);
     ~http1_connection();
 
     // Starts the session, on the connection's executor; `self` keeps it alive until it
@@ -192,6 +194,7 @@ private:
     // connection.ipp
     struct slot_handler;
     void wait_idle();
+    void on_handshake(boost::system::error_code ec);
     void on_idle_read(boost::system::error_code ec, std::size_t n);
     void close_idle() noexcept;
     void on_deadline(std::uint32_t epoch) noexcept;
@@ -276,6 +279,10 @@ private:
 #if !defined(CSERVE_HEADER_ONLY)
 extern template class http1_connection<socket_type>;
 #endif
+
+// What the scope says of the stream: the scheme, and the ASGI extensions of an HTTP request.
+template <class Stream>
+inline constexpr std::string_view http_scheme = stream_ops<Stream>::secure ? "https" : "http";
 
 } // namespace cserve::detail
 

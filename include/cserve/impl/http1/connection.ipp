@@ -19,9 +19,10 @@
 namespace cserve::detail {
 
 template <class Stream>
-http1_connection<Stream>::http1_connection(server_impl& srv, Stream stream)
+template <class... Args>
+http1_connection<Stream>::http1_connection(server_impl& srv, Args&&... args)
     : srv_(srv)
-    , stream_(std::move(stream))
+    , stream_(std::forward<Args>(args)...)
 {
 }
 
@@ -45,8 +46,13 @@ http1_connection<Stream>::start(std::shared_ptr<http1_connection> self)
     if (!ec)
         c.server_ = to_address(local);
     ops::open(c.stream_);
+    // The header deadline runs from here: a TLS handshake counts against it, and a client
+    // that connects and sends nothing is dropped when it passes.
     c.srv_.deadlines_.set(c, deadline_kind::request_header);
-    c.wait_idle();
+    if constexpr (requires { ops::async_handshake(c.stream_, slot_handler{self}); })
+        ops::async_handshake(c.stream_, slot_handler{std::move(self)});
+    else
+        c.wait_idle();
 }
 
 template <class Stream>
@@ -144,6 +150,7 @@ struct http1_connection<Stream>::slot_handler {
     allocator_type get_allocator() const noexcept { return {self->op_slot_}; }
 
     void operator()() { self->wait_idle(); }
+    void operator()(boost::system::error_code ec) { self->on_handshake(ec); }
     void operator()(boost::system::error_code ec, std::size_t n) { self->on_idle_read(ec, n); }
 };
 
@@ -159,6 +166,27 @@ http1_connection<Stream>::wait_idle()
         return;
     }
     stream_.async_read_some(net::buffer(small_), slot_handler{this->shared_from_this()});
+}
+
+template <class Stream>
+void
+http1_connection<Stream>::on_handshake(boost::system::error_code ec)
+{
+    if (closed_)
+        return;
+    if (ec) {
+        // A scanner, a client that does not trust the certificate, plain HTTP sent to the TLS
+        // port, or the header deadline: common and harmless, so one line at debug level.
+        if (srv_.log_.enabled(log_level::debug))
+            srv_.log_.log(log_level::debug, "TLS handshake with " + client_text() + " failed: " +
+                                                (timed_out_ ? std::string("timed out") : ec.message()));
+        phase_ = phase::closing;
+        srv_.deadlines_.clear(*this);
+        boost::system::error_code ignored;
+        stream_.lowest_layer().close(ignored);
+        return;
+    }
+    wait_idle();
 }
 
 template <class Stream>
@@ -188,10 +216,15 @@ http1_connection<Stream>::on_idle_read(boost::system::error_code ec, std::size_t
     req_ = request_state::take();
     auto& s = req_->scope;
     s.type = scope_type::http;
-    s.scheme = "http";
+    s.scheme = http_scheme<Stream>;
     s.root_path = srv_.cfg_.root_path;
-    if (s.extensions.size() != 1 || s.extensions.front() != "http.response.trailers")
+    if constexpr (stream_ops<Stream>::secure) {
+        if (s.extensions.size() != 2 || s.extensions.front() != "http.response.trailers")
+            s.extensions = {"http.response.trailers", "tls"};
+    } else if (s.extensions.size() != 1 || s.extensions.front() != "http.response.trailers") {
         s.extensions = {"http.response.trailers"};
+    }
+    s.tls_connection = ops::tls(stream_);
     s.subprotocols.clear();
     s.client = client_;
     s.server = server_;
@@ -300,7 +333,7 @@ http1_connection<Stream>::serve(std::shared_ptr<http1_connection>)
                 }
                 if (proxied) {
                     // The next request on this connection starts from the peer again.
-                    req_->scope.scheme = "http";
+                    req_->scope.scheme = http_scheme<Stream>;
                     req_->scope.client = client_;
                 }
                 if (closed_)

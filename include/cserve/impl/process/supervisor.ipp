@@ -51,9 +51,12 @@ on_master_signal(int signo) noexcept
 // supervises them from a poll loop. See the README, "Workers and signals".
 class supervisor final : private worker_host {
 public:
-    supervisor(factory make, config cfg)
+    // `tls_origin`: with TLS, the config as given (cfg's context factory returns the context
+    // made from it); SIGHUP makes the context anew from it.
+    supervisor(factory make, config cfg, std::optional<config> tls_origin = std::nullopt)
         : make_(std::move(make))
         , cfg_(std::move(cfg))
+        , tls_origin_(std::move(tls_origin))
         , log_(cfg_.log_level, cfg_.log_sink)
         , policy_(*this, log_, {cfg_.workers.value_or(1), cfg_.timeout_worker_healthcheck, cfg_.timeout_graceful_shutdown})
     {
@@ -258,6 +261,23 @@ private:
         close_listeners();
     }
 
+    // SIGHUP: the certificate and key are read again, with a new ticket key, for the workers
+    // the rolling restart forks; those still serving keep theirs until they are replaced.
+    // A file that no longer loads leaves the current context in place.
+    void
+    reload_tls()
+    {
+        if (!tls_origin_)
+            return;
+        try {
+            auto ctx = load_tls_context(*tls_origin_, make_ticket_key());
+            cfg_.ssl_context_factory = [ctx] { return ctx; };
+            log_.log(log_level::info, "Reloaded the TLS certificate and key");
+        } catch (tls_config_error const& e) {
+            log_.log(log_level::error, std::string("Keeping the current TLS certificate: ") + e.what());
+        }
+    }
+
     // In the child after fork: undo the master's signal handling, drop its descriptors,
     // build the application and serve.
     int
@@ -321,7 +341,10 @@ private:
         case SIGINT:
         case SIGTERM: policy_.terminate(now); break;
         case SIGQUIT: policy_.quit(now); break;
-        case SIGHUP: policy_.restart_all(); break;
+        case SIGHUP:
+            reload_tls();
+            policy_.restart_all();
+            break;
         case SIGTTIN: policy_.scale(+1); break;
         case SIGTTOU: policy_.scale(-1); break;
         case SIGUSR1:
@@ -440,6 +463,7 @@ private:
 
     factory make_;
     config cfg_;
+    std::optional<config> tls_origin_;
     logger log_;
     worker_policy policy_;
     pid_t master_ = 0;

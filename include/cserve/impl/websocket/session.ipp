@@ -63,8 +63,13 @@ websocket_session<Stream>::run()
 {
     auto& s = up_.scope;
     s.type = scope_type::websocket;
-    s.scheme = "ws";
-    s.extensions = {"websocket.http.response"};
+    if constexpr (stream_ops<Stream>::secure) {
+        s.scheme = "wss";
+        s.extensions = {"websocket.http.response", "tls"};
+    } else {
+        s.scheme = "ws";
+        s.extensions = {"websocket.http.response"};
+    }
     s.subprotocols.clear();
     for (auto const& [name, value] : s.headers) {
         if (name != "sec-websocket-protocol")

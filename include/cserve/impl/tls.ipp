@@ -1,0 +1,263 @@
+// cserve/impl/tls.ipp -- the TLS context from the config, ALPN, tickets, the ASGI "tls" extension
+// SPDX-License-Identifier: BSL-1.0
+#ifndef CSERVE_IMPL_TLS_IPP
+#define CSERVE_IMPL_TLS_IPP
+
+#include <cserve/detail/tls.hpp>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+namespace cserve::detail {
+
+namespace tls_impl {
+
+// The reason of OpenSSL's most recent error, and the queue emptied.
+inline std::string
+openssl_reason()
+{
+    unsigned long last = 0;
+    while (unsigned long e = ERR_get_error())
+        last = e;
+    if (last == 0)
+        return "unknown error";
+    char const* reason = ERR_reason_error_string(last);
+    return reason ? reason : "error " + std::to_string(last);
+}
+
+// A file OpenSSL is about to read, checked first so that a missing or unreadable one is
+// named with the system's reason (OpenSSL's own would be "system lib").
+inline void
+check_readable(std::string_view what, std::string const& path)
+{
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        throw tls_config_error("cannot read " + std::string(what) + " '" + path + "': " + std::strerror(errno));
+    ::close(fd);
+}
+
+// ALPN (RFC 7301): the server's preference among what the client offers. A client that
+// offers only protocols we do not speak gets the no_application_protocol alert.
+inline int
+select_alpn(SSL*, unsigned char const** out, unsigned char* outlen, unsigned char const* in, unsigned inlen, void*)
+{
+    static constexpr unsigned char ours[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+    unsigned char* chosen = nullptr;
+    if (SSL_select_next_proto(&chosen, outlen, ours, sizeof ours, in, inlen) != OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    *out = chosen;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+// With ssl_cert_reqs optional: a certificate that fails verification does not fail the
+// handshake; SSL_get_verify_result() keeps the reason for tls_info::client_cert_error.
+inline int
+accept_unverified(int, X509_STORE_CTX*)
+{
+    return 1;
+}
+
+inline std::string
+to_pem(X509* cert)
+{
+    std::string pem;
+    BIO* bio = BIO_new(BIO_s_mem());
+    if (!bio)
+        return pem;
+    if (PEM_write_bio_X509(bio, cert) == 1) {
+        char* data = nullptr;
+        long n = BIO_get_mem_data(bio, &data);
+        if (n > 0)
+            pem.assign(data, static_cast<std::size_t>(n));
+    }
+    BIO_free(bio);
+    return pem;
+}
+
+// RFC 4514 (RFC 2253's successor, the same string): most specific RDN first, escaped.
+inline std::string
+rfc4514_name(X509_NAME const* name)
+{
+    std::string text;
+    BIO* bio = BIO_new(BIO_s_mem());
+    if (!bio)
+        return text;
+    if (X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253) >= 0) {
+        char* data = nullptr;
+        long n = BIO_get_mem_data(bio, &data);
+        if (n > 0)
+            text.assign(data, static_cast<std::size_t>(n));
+    }
+    BIO_free(bio);
+    return text;
+}
+
+} // namespace tls_impl
+
+ticket_key
+make_ticket_key()
+{
+    using namespace tls_impl;
+    ticket_key k{};
+    if (RAND_bytes(k.bytes, sizeof k.bytes) != 1)
+        throw tls_config_error("cannot make a session ticket key: " + openssl_reason());
+    return k;
+}
+
+void
+prepare_tls_context(net::ssl::context& ctx)
+{
+    using namespace tls_impl;
+    SSL_CTX* c = ctx.native_handle();
+    // An idle keep-alive connection gives its record buffers back (about 34 KiB).
+    SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS);
+    // Renegotiation is a denial-of-service lever and useless to HTTP/1.1 (RFC 9113 forbids it
+    // under HTTP/2).
+    SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_alpn_select_cb(c, select_alpn, nullptr);
+}
+
+std::shared_ptr<net::ssl::context>
+make_tls_context(config const& cfg, ticket_key const& key)
+{
+    using namespace tls_impl;
+    ERR_clear_error();
+    auto ctx = std::make_shared<net::ssl::context>(net::ssl::context::tls_server);
+    SSL_CTX* c = ctx->native_handle();
+    SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
+    if (SSL_CTX_set_cipher_list(c, cfg.ssl_ciphers.c_str()) != 1)
+        throw tls_config_error("invalid --ssl-ciphers '" + cfg.ssl_ciphers + "': " + openssl_reason());
+
+    // Never OpenSSL's default password prompt on the terminal: an encrypted key without a
+    // password is an error like a wrong one.
+    ctx->set_password_callback([password = cfg.ssl_keyfile_password](std::size_t, net::ssl::context::password_purpose) {
+        return password;
+    });
+
+    check_readable("certificate file", cfg.ssl_certfile);
+    if (SSL_CTX_use_certificate_chain_file(c, cfg.ssl_certfile.c_str()) != 1)
+        throw tls_config_error("cannot load certificate file '" + cfg.ssl_certfile + "': " + openssl_reason());
+    std::string const& keyfile = cfg.ssl_keyfile.empty() ? cfg.ssl_certfile : cfg.ssl_keyfile;
+    check_readable("key file", keyfile);
+    if (SSL_CTX_use_PrivateKey_file(c, keyfile.c_str(), SSL_FILETYPE_PEM) != 1) {
+        auto reason = openssl_reason();
+        bool encrypted = reason.find("decrypt") != std::string::npos || reason.find("password") != std::string::npos ||
+                         reason.find("unsupported") != std::string::npos;
+        throw tls_config_error("cannot load key file '" + keyfile + "': " + reason +
+                               (encrypted ? (cfg.ssl_keyfile_password.empty() ? " (the key is encrypted: give --ssl-keyfile-password)"
+                                                                              : " (wrong --ssl-keyfile-password?)")
+                                          : ""));
+    }
+    if (SSL_CTX_check_private_key(c) != 1)
+        throw tls_config_error("key file '" + keyfile + "' does not match certificate file '" + cfg.ssl_certfile +
+                               "': " + openssl_reason());
+
+    if (!cfg.ssl_ca_certs.empty()) {
+        check_readable("CA file", cfg.ssl_ca_certs);
+        if (SSL_CTX_load_verify_locations(c, cfg.ssl_ca_certs.c_str(), nullptr) != 1)
+            throw tls_config_error("cannot load CA file '" + cfg.ssl_ca_certs + "': " + openssl_reason());
+        // The CAs a client is told it may present a certificate of.
+        if (STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(cfg.ssl_ca_certs.c_str()))
+            SSL_CTX_set_client_CA_list(c, names);
+        ERR_clear_error();
+    }
+    switch (cfg.ssl_cert_reqs) {
+    case cert_reqs::none:
+        SSL_CTX_set_verify(c, SSL_VERIFY_NONE, nullptr);
+        break;
+    case cert_reqs::optional:
+        SSL_CTX_set_verify(c, SSL_VERIFY_PEER, accept_unverified);
+        break;
+    case cert_reqs::required:
+        if (cfg.ssl_ca_certs.empty())
+            throw tls_config_error("--ssl-cert-reqs 2 needs --ssl-ca-certs: the CAs that client certificates are checked against");
+        SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+        break;
+    }
+    // A session resumed with a client certificate needs a context id (SSL_CTX_set_verify(3)).
+    static constexpr unsigned char sid[] = "cserve";
+    SSL_CTX_set_session_id_context(c, sid, sizeof sid - 1);
+    // Stateless tickets with the key every worker shares. No session cache of our own: a
+    // cache is per process, the ticket works in any worker.
+    SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
+    if (SSL_CTX_set_tlsext_ticket_keys(c, const_cast<unsigned char*>(key.bytes), sizeof key.bytes) != 1)
+        throw tls_config_error("cannot set the session ticket key: " + openssl_reason());
+
+    prepare_tls_context(*ctx);
+    return ctx;
+}
+
+std::shared_ptr<net::ssl::context>
+load_tls_context(config const& cfg, ticket_key const& key)
+{
+    if (!cfg.ssl_context_factory)
+        return make_tls_context(cfg, key);
+    std::shared_ptr<net::ssl::context> ctx;
+    try {
+        ctx = cfg.ssl_context_factory();
+    } catch (std::exception const& e) {
+        throw tls_config_error(std::string("ssl_context_factory failed: ") + e.what());
+    }
+    if (!ctx)
+        throw tls_config_error("ssl_context_factory returned no context");
+    prepare_tls_context(*ctx);
+    return ctx;
+}
+
+std::string_view
+alpn_protocol(SSL const* ssl) noexcept
+{
+    unsigned char const* p = nullptr;
+    unsigned n = 0;
+    SSL_get0_alpn_selected(ssl, &p, &n);
+    return p ? std::string_view(reinterpret_cast<char const*>(p), n) : std::string_view{};
+}
+
+tls_info
+make_tls_info(SSL* ssl)
+{
+    using namespace tls_impl;
+    tls_info info;
+    if (X509* own = SSL_get_certificate(ssl))
+        info.server_cert = to_pem(own);
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    X509* leaf = SSL_get1_peer_certificate(ssl);
+#else
+    X509* leaf = SSL_get_peer_certificate(ssl);
+#endif
+    if (leaf) {
+        info.client_cert_chain.push_back(to_pem(leaf));
+        info.client_cert_name = rfc4514_name(X509_get_subject_name(leaf));
+        // A server's peer chain leaves the leaf out (SSL_get_peer_cert_chain(3)).
+        if (STACK_OF(X509)* chain = SSL_get_peer_cert_chain(ssl)) {
+            for (int i = 0; i < sk_X509_num(chain); ++i) {
+                X509* c = sk_X509_value(chain, i);
+                if (X509_cmp(c, leaf) != 0)
+                    info.client_cert_chain.push_back(to_pem(c));
+            }
+        }
+        long v = SSL_get_verify_result(ssl);
+        if (v != X509_V_OK)
+            info.client_cert_error = X509_verify_cert_error_string(v);
+        X509_free(leaf);
+    }
+    info.tls_version = static_cast<std::uint16_t>(SSL_version(ssl));
+    if (SSL_CIPHER const* cipher = SSL_get_current_cipher(ssl))
+        info.cipher_suite = SSL_CIPHER_get_protocol_id(cipher);
+    return info;
+}
+
+} // namespace cserve::detail
+
+#endif
