@@ -99,6 +99,13 @@ async_teardown(boost::beast::role_type role, async_only_stream& s, Handler&& h)
 template <>
 struct cserve::detail::stream_ops<async_only_stream> {
     static constexpr bool try_io = false;
+    static constexpr bool secure = false;
+
+    static cserve::tls_source const*
+    tls(async_only_stream&) noexcept
+    {
+        return nullptr;
+    }
 
     static void
     open(async_only_stream& s) noexcept

@@ -23,17 +23,21 @@ namespace cserve::detail {
 
 namespace tls_impl {
 
-// The reason of OpenSSL's most recent error, and the queue emptied.
+// The reasons in OpenSSL's error queue, the root cause first, and the queue emptied.
 inline std::string
 openssl_reason()
 {
-    unsigned long last = 0;
-    while (unsigned long e = ERR_get_error())
-        last = e;
-    if (last == 0)
-        return "unknown error";
-    char const* reason = ERR_reason_error_string(last);
-    return reason ? reason : "error " + std::to_string(last);
+    std::string text;
+    while (unsigned long e = ERR_get_error()) {
+        char const* reason = ERR_reason_error_string(e);
+        std::string r = reason ? reason : "error " + std::to_string(e);
+        if (text.find(r) != std::string::npos)
+            continue;
+        if (!text.empty())
+            text += ": ";
+        text += r;
+    }
+    return text.empty() ? "unknown error" : text;
 }
 
 // A file OpenSSL is about to read, checked first so that a missing or unreadable one is
@@ -152,6 +156,9 @@ make_tls_context(config const& cfg, ticket_key const& key)
     check_readable("key file", keyfile);
     if (SSL_CTX_use_PrivateKey_file(c, keyfile.c_str(), SSL_FILETYPE_PEM) != 1) {
         auto reason = openssl_reason();
+        if (reason.find("mismatch") != std::string::npos)
+            throw tls_config_error("key file '" + keyfile + "' does not match certificate file '" + cfg.ssl_certfile +
+                                   "'");
         bool encrypted = reason.find("decrypt") != std::string::npos || reason.find("password") != std::string::npos ||
                          reason.find("unsupported") != std::string::npos;
         throw tls_config_error("cannot load key file '" + keyfile + "': " + reason +
