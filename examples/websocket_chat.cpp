@@ -61,7 +61,7 @@ constexpr std::string_view page = R"html(<!doctype html>
 const messages = document.getElementById("messages");
 const input = document.getElementById("input");
 const status = document.getElementById("status");
-const socket = new WebSocket("ws://" + location.host + "/ws");
+const socket = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws");
 window.chatReady = false;
 
 socket.onopen = () => {

@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,21 +55,41 @@ DEVTOOLS_RE = re.compile(r"DevTools listening on (?P<url>ws://\S+)")
 
 
 class ChatServer(Server):
-    """websocket_chat on a free port of 127.0.0.1."""
+    """websocket_chat on a free port of 127.0.0.1; over TLS with `tls` (a TLSFiles)."""
 
-    def __init__(self):
-        super().__init__(CHAT, "--host", HOST, "--port", "0", port_zero=False)
+    def __init__(self, tls=None):
+        extra = ["--ssl-certfile", tls.cert, "--ssl-keyfile", tls.key] if tls else []
+        super().__init__(CHAT, "--host", HOST, "--port", "0", *extra, port_zero=False)
 
     def stop(self):
         """SIGTERM, and the exit status (None if it did not exit in time)."""
         return super().stop(signal.SIGTERM, EXIT_TIMEOUT, check=False)
 
 
-class Browser(Process):
-    """Headless Chromium with a fresh profile, in a process group of its own (its helper
-    processes go with it), and the URL of its DevTools WebSocket."""
+class TLSFiles:
+    """A self-signed certificate for 127.0.0.1 and its key, made with the openssl CLI in a
+    temporary directory (removed by cleanup())."""
 
     def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="cserve-chat-tls-")
+        self.cert = os.path.join(self.dir, "cert.pem")
+        self.key = os.path.join(self.dir, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                        "-keyout", self.key, "-out", self.cert],
+                       check=True, capture_output=True, timeout=30)
+
+    def cleanup(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Browser(Process):
+    """Headless Chromium with a fresh profile, in a process group of its own (its helper
+    processes go with it), and the URL of its DevTools WebSocket. With `insecure`, it
+    accepts any certificate (the test's self-signed one)."""
+
+    def __init__(self, insecure=False):
         self.profile = tempfile.mkdtemp(prefix="cserve-chat-e2e-")
         env = dict(os.environ)
         for name in ("http_proxy", "https_proxy", "all_proxy",
@@ -80,7 +101,8 @@ class Browser(Process):
         env["XDG_CONFIG_HOME"] = os.path.join(self.profile, ".config")
         env["XDG_CACHE_HOME"] = os.path.join(self.profile, ".cache")
         try:
-            super().__init__([CHROMIUM] + CHROMIUM_FLAGS + [
+            super().__init__([CHROMIUM] + CHROMIUM_FLAGS +
+                             (["--ignore-certificate-errors"] if insecure else []) + [
                 "--user-data-dir=" + self.profile, "--remote-debugging-port=0", "about:blank"],
                 new_session=True, env=env)
         except Exception:
@@ -200,7 +222,7 @@ class PageTests(unittest.TestCase):
             self.assertEqual(r.status, 200)
             self.assertEqual(r.headers.get("content-type"), "text/html; charset=utf-8")
             body = r.read().decode("utf-8")
-        self.assertIn('"ws://" + location.host + "/ws"', body)
+        self.assertIn('(location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws"', body)
         self.assertIn('id="messages"', body)
         self.assertIn('id="input"', body)
         self.assertIn('id="send"', body)
@@ -217,10 +239,16 @@ class PageTests(unittest.TestCase):
 class BrowserTests(unittest.TestCase):
     """Two browser tabs in the chat room."""
 
+    tls = False  # TLSBrowserTests: https and wss
+
     def setUp(self):
-        self.server = ChatServer()
+        files = None
+        if self.tls:
+            files = TLSFiles()
+            self.addCleanup(files.cleanup)
+        self.server = ChatServer(files)
         self.addCleanup(self.server.kill)
-        self.browser = Browser()
+        self.browser = Browser(insecure=self.tls)
         self.addCleanup(self.browser.kill)
 
     def diagnostics(self):
@@ -307,6 +335,15 @@ class BrowserTests(unittest.TestCase):
                                 "page saw close code 1012")
 
         self.drive(scenario)
+
+
+class TLSBrowserTests(BrowserTests):
+    """The same over https and wss (the page picks wss from its https location)."""
+
+    tls = True
+
+    def test_page_is_served_over_https(self):
+        self.assertTrue(self.server.url("/").startswith("https://"), self.server.running_line)
 
 
 def main():

@@ -205,12 +205,13 @@ class Server(Process):
         self.host = groups.get("host")
         self.port = int(groups["port"]) if groups.get("port") else None
         self.uds = groups.get("uds")
+        self.tls = "cserve running on https://" in line
 
     def url(self, path="/"):
-        return "http://%s:%d%s" % (HOST, self.port, path)
+        return "%s://%s:%d%s" % ("https" if self.tls else "http", HOST, self.port, path)
 
     def ws_url(self, path):
-        return "ws://%s:%d%s" % (HOST, self.port, path)
+        return "%s://%s:%d%s" % ("wss" if self.tls else "ws", HOST, self.port, path)
 
     def stop(self, sig=signal.SIGTERM, timeout=EXIT_TIMEOUT, check=True):
         """Signals the process and returns its exit status. If it does not exit within

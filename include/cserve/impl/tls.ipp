@@ -12,11 +12,14 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include <boost/asio/ssl/error.hpp>
+
 #include <cerrno>
 #include <cstring>
 #include <string>
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 namespace cserve::detail {
@@ -107,7 +110,163 @@ rfc4514_name(X509_NAME const* name)
     return text;
 }
 
+// The BIO under every tls_stream: the socket's descriptor, read with recv and written with
+// send(MSG_NOSIGNAL) (a peer that left is EPIPE, not SIGPIPE, in programs that keep the
+// default disposition). It reads the descriptor from the socket at each call, so once the
+// connection closed its socket OpenSSL writes to nothing (EBADF), not to a reused descriptor.
+inline int
+socket_fd(BIO* b) noexcept
+{
+    auto* s = static_cast<socket_type*>(BIO_get_data(b));
+    return s->is_open() ? s->native_handle() : -1;
+}
+
+inline int
+bio_write(BIO* b, char const* data, int len)
+{
+    BIO_clear_retry_flags(b);
+    ssize_t n = ::send(socket_fd(b), data, static_cast<std::size_t>(len), MSG_NOSIGNAL);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        BIO_set_retry_write(b);
+    return static_cast<int>(n);
+}
+
+inline int
+bio_read(BIO* b, char* data, int len)
+{
+    BIO_clear_retry_flags(b);
+    ssize_t n = ::recv(socket_fd(b), data, static_cast<std::size_t>(len), 0);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        BIO_set_retry_read(b);
+    return static_cast<int>(n);
+}
+
+inline long
+bio_ctrl(BIO*, int cmd, long, void*)
+{
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0; // nothing is buffered here
+}
+
+inline BIO_METHOD*
+socket_bio_method()
+{
+    static BIO_METHOD* const method = [] {
+        BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "cserve socket");
+        if (m) {
+            BIO_meth_set_write(m, bio_write);
+            BIO_meth_set_read(m, bio_read);
+            BIO_meth_set_ctrl(m, bio_ctrl);
+            BIO_meth_set_create(m, [](BIO* b) {
+                BIO_set_init(b, 1);
+                return 1;
+            });
+        }
+        return m;
+    }();
+    return method;
+}
+
+// What an SSL call that failed means: 0 with `ec` set, or the socket it waits for.
+inline int
+ssl_failure(SSL* ssl, int r, boost::system::error_code& ec) noexcept
+{
+    int const saved = errno;
+    int const err = SSL_get_error(ssl, r);
+    switch (err) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+        ERR_clear_error();
+        return err;
+    case SSL_ERROR_ZERO_RETURN: // the peer's close_notify
+        ec = net::error::eof;
+        break;
+    case SSL_ERROR_SYSCALL:
+        if (unsigned long e = ERR_get_error())
+            ec.assign(static_cast<int>(e), net::error::get_ssl_category());
+        else if (saved != 0)
+            ec.assign(saved, boost::system::system_category());
+        else
+            ec = net::ssl::error::stream_truncated; // the end of the stream, no close_notify
+        break;
+    default: {
+        unsigned long e = ERR_peek_last_error();
+        if (ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
+            ec = net::ssl::error::stream_truncated;
+        else
+            ec.assign(static_cast<int>(e ? e : ERR_PACK(ERR_LIB_SSL, 0, ERR_R_INTERNAL_ERROR)),
+                      net::error::get_ssl_category());
+        break;
+    }
+    }
+    ERR_clear_error();
+    return 0;
+}
+
 } // namespace tls_impl
+
+tls_stream::tls_stream(socket_type s, net::ssl::context& ctx)
+    : socket_(std::move(s))
+    , ssl_(SSL_new(ctx.native_handle()))
+{
+    if (!ssl_)
+        throw std::bad_alloc();
+    BIO* bio = BIO_new(tls_impl::socket_bio_method());
+    if (!bio) {
+        SSL_free(ssl_);
+        throw std::bad_alloc();
+    }
+    BIO_set_data(bio, &socket_);
+    SSL_set_bio(ssl_, bio, bio);
+    SSL_set_mode(ssl_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+    SSL_set_accept_state(ssl_);
+}
+
+tls_stream::~tls_stream()
+{
+    SSL_free(ssl_);
+}
+
+int
+tls_stream::handshake_step(std::size_t& n, boost::system::error_code& ec)
+{
+    n = 0;
+    ec = {};
+    ERR_clear_error();
+    int r = SSL_do_handshake(ssl_);
+    return r == 1 ? 0 : tls_impl::ssl_failure(ssl_, r, ec);
+}
+
+int
+tls_stream::read_step(net::mutable_buffer b, std::size_t& n, boost::system::error_code& ec)
+{
+    n = 0;
+    ec = {};
+    if (b.size() == 0)
+        return 0;
+    ERR_clear_error();
+    int r = SSL_read_ex(ssl_, b.data(), b.size(), &n);
+    return r == 1 ? 0 : tls_impl::ssl_failure(ssl_, r, ec);
+}
+
+int
+tls_stream::write_piece(net::const_buffer b, std::size_t& n, boost::system::error_code& ec)
+{
+    n = 0;
+    ec = {};
+    ERR_clear_error();
+    int r = SSL_write_ex(ssl_, b.data(), b.size(), &n);
+    return r == 1 ? 0 : tls_impl::ssl_failure(ssl_, r, ec);
+}
+
+void
+tls_stream::close_notify() noexcept
+{
+    if (!socket_.is_open() || !SSL_is_init_finished(ssl_))
+        return;
+    ERR_clear_error();
+    (void)SSL_shutdown(ssl_);
+    ERR_clear_error();
+}
 
 ticket_key
 make_ticket_key()
@@ -130,6 +289,9 @@ prepare_tls_context(net::ssl::context& ctx)
     // under HTTP/2).
     SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_alpn_select_cb(c, select_alpn, nullptr);
+    // Read what the socket has, up to a record's worth, with one recv instead of two per record
+    // (header, then body).
+    SSL_CTX_set_read_ahead(c, 1);
 }
 
 std::shared_ptr<net::ssl::context>
@@ -159,12 +321,16 @@ make_tls_context(config const& cfg, ticket_key const& key)
         if (reason.find("mismatch") != std::string::npos)
             throw tls_config_error("key file '" + keyfile + "' does not match certificate file '" + cfg.ssl_certfile +
                                    "'");
-        bool encrypted = reason.find("decrypt") != std::string::npos || reason.find("password") != std::string::npos ||
-                         reason.find("unsupported") != std::string::npos;
-        throw tls_config_error("cannot load key file '" + keyfile + "': " + reason +
-                               (encrypted ? (cfg.ssl_keyfile_password.empty() ? " (the key is encrypted: give --ssl-keyfile-password)"
-                                                                              : " (wrong --ssl-keyfile-password?)")
-                                          : ""));
+        bool encrypted = reason.find("decrypt") != std::string::npos || reason.find("password") != std::string::npos;
+        std::string hint;
+        if (encrypted)
+            hint = cfg.ssl_keyfile_password.empty() ? " (the key is encrypted: give --ssl-keyfile-password)"
+                                                    : " (wrong --ssl-keyfile-password?)";
+        else if (cfg.ssl_keyfile.empty())
+            hint = " (no --ssl-keyfile: the key was looked for in the certificate file)";
+        else
+            hint = " (no PEM private key in it?)";
+        throw tls_config_error("cannot load key file '" + keyfile + "': " + reason + hint);
     }
     if (SSL_CTX_check_private_key(c) != 1)
         throw tls_config_error("key file '" + keyfile + "' does not match certificate file '" + cfg.ssl_certfile +
