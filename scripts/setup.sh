@@ -15,6 +15,7 @@ packages=(
   libboost1.81-dev    # Asio, Beast (header-only parts)
   catch2              # unit tests (Catch2 2.13 on Debian 12)
   libssl-dev          # TLS
+  openssl             # the openssl CLI: tests make their certificates with it
   zlib1g-dev          # permessage-deflate
   curl                # manual and scripted checks against the examples
   python3             # tests/integration/*.py ...

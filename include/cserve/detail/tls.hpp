@@ -13,6 +13,7 @@
 #include <boost/asio/compose.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/context.hpp>
+#include <boost/beast/core/buffers_suffix.hpp>
 #include <boost/beast/core/role.hpp>
 #include <boost/beast/websocket/teardown.hpp>
 
@@ -160,33 +161,42 @@ private:
     CSERVE_DECL int read_step(net::mutable_buffer b, std::size_t& n, boost::system::error_code& ec);
     CSERVE_DECL int write_piece(net::const_buffer b, std::size_t& n, boost::system::error_code& ec);
 
-    // Small pieces (a response head and its body) go out as one record: gathered into a
-    // scratch buffer of the thread, up to one record. OpenSSL is told the buffer may move
-    // (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER): a write that waited is retried with the same bytes
-    // gathered again.
+    // Writes what the socket takes now, a record at a time. Small pieces (a response head and
+    // its body) go out as one record: gathered into a scratch buffer of the thread, up to one
+    // record. OpenSSL is told the buffer may move (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER): a
+    // record that waits for the socket is completed by the next write, which starts with the
+    // same bytes (gathered again).
     template <class ConstBuffers>
     int
     write_step(ConstBuffers const& b, std::size_t& n, boost::system::error_code& ec)
     {
-        auto it = net::buffer_sequence_begin(b);
-        auto const end = net::buffer_sequence_end(b);
-        while (it != end && net::const_buffer(*it).size() == 0)
-            ++it;
-        if (it == end) {
-            n = 0;
-            ec = {};
-            return 0;
+        n = 0;
+        ec = {};
+        boost::beast::buffers_suffix<ConstBuffers> rest(b);
+        while (net::buffer_size(rest) != 0 && n < write_burst) {
+            auto it = net::buffer_sequence_begin(rest);
+            while (net::const_buffer(*it).size() == 0)
+                ++it;
+            net::const_buffer piece(*it);
+            if (piece.size() < gather_limit && std::next(it) != net::buffer_sequence_end(rest)) {
+                auto& scratch = gather_buffer();
+                std::size_t size = net::buffer_copy(net::buffer(scratch), rest);
+                piece = net::buffer(scratch.data(), size);
+            }
+            std::size_t written = 0;
+            boost::system::error_code wec;
+            int want = write_piece(piece, written, wec);
+            if (want != 0 || wec) {
+                if (n != 0)
+                    return 0; // what was written is the result; the rest waits for the next call
+                ec = wec;
+                return want;
+            }
+            n += written;
+            rest.consume(written);
         }
-        net::const_buffer first(*it);
-        if (first.size() >= gather_limit || std::next(it) == end)
-            return write_piece(first, n, ec);
-        auto& scratch = gather_buffer();
-        std::size_t size = 0;
-        for (; it != end && size < gather_limit; ++it)
-            size += net::buffer_copy(net::buffer(scratch.data() + size, gather_limit - size), net::const_buffer(*it));
-        return write_piece(net::buffer(scratch.data(), size), n, ec);
+        return 0;
     }
-
     template <class MutableBuffers>
     static net::mutable_buffer
     first_buffer(MutableBuffers const& b)
@@ -198,6 +208,7 @@ private:
     }
 
     static constexpr std::size_t gather_limit = 16 * 1024; // one TLS record's plaintext
+    static constexpr std::size_t write_burst = 256 * 1024;  // the most one write takes
     static std::array<char, gather_limit>&
     gather_buffer()
     {
@@ -276,6 +287,8 @@ struct stream_ops<tls_stream> {
 
     static constexpr bool try_io = true;
     static constexpr bool secure = true;
+    // An idle connection waits for the socket, then reads (http1_connection::wait_idle).
+    static constexpr bool wait_then_read = true;
 
     static void
     open(stream& s) noexcept

@@ -175,8 +175,7 @@ ssl_failure(SSL* ssl, int r, boost::system::error_code& ec) noexcept
     switch (err) {
     case SSL_ERROR_WANT_READ:
     case SSL_ERROR_WANT_WRITE:
-        ERR_clear_error();
-        return err;
+        return err; // the error queue is empty: SSL_get_error() says so only then
     case SSL_ERROR_ZERO_RETURN: // the peer's close_notify
         ec = net::error::eof;
         break;
@@ -239,13 +238,26 @@ tls_stream::handshake_step(std::size_t& n, boost::system::error_code& ec)
 int
 tls_stream::read_step(net::mutable_buffer b, std::size_t& n, boost::system::error_code& ec)
 {
+    // As much as OpenSSL has or the socket gives now, a record at a time.
     n = 0;
     ec = {};
-    if (b.size() == 0)
-        return 0;
+    // The error queue must be empty before an SSL call (SSL_get_error(3)); a call that
+    // succeeds or waits leaves it so, one that fails is cleared in ssl_failure().
     ERR_clear_error();
-    int r = SSL_read_ex(ssl_, b.data(), b.size(), &n);
-    return r == 1 ? 0 : tls_impl::ssl_failure(ssl_, r, ec);
+    while (n < b.size()) {
+        std::size_t got = 0;
+        int r = SSL_read_ex(ssl_, static_cast<char*>(b.data()) + n, b.size() - n, &got);
+        if (r != 1) {
+            boost::system::error_code rec;
+            int want = tls_impl::ssl_failure(ssl_, r, rec);
+            if (n != 0)
+                return 0; // what was read is the result; the end or error comes with the next call
+            ec = rec;
+            return want;
+        }
+        n += got;
+    }
+    return 0;
 }
 
 int

@@ -193,7 +193,9 @@ private:
 
     // connection.ipp
     struct slot_handler;
+    struct handshake_handler;
     void wait_idle();
+    void on_readable(boost::system::error_code ec);
     void on_handshake(boost::system::error_code ec);
     void on_idle_read(boost::system::error_code ec, std::size_t n);
     void close_idle() noexcept;

@@ -49,8 +49,8 @@ http1_connection<Stream>::start(std::shared_ptr<http1_connection> self)
     // The header deadline runs from here: a TLS handshake counts against it, and a client
     // that connects and sends nothing is dropped when it passes.
     c.srv_.deadlines_.set(c, deadline_kind::request_header);
-    if constexpr (requires { ops::async_handshake(c.stream_, slot_handler{self}); })
-        ops::async_handshake(c.stream_, slot_handler{std::move(self)});
+    if constexpr (requires { ops::async_handshake(c.stream_, handshake_handler{self}); })
+        ops::async_handshake(c.stream_, handshake_handler{std::move(self)});
     else
         c.wait_idle();
 }
@@ -150,8 +150,16 @@ struct http1_connection<Stream>::slot_handler {
     allocator_type get_allocator() const noexcept { return {self->op_slot_}; }
 
     void operator()() { self->wait_idle(); }
-    void operator()(boost::system::error_code ec) { self->on_handshake(ec); }
+    void operator()(boost::system::error_code ec) { self->on_readable(ec); }
     void operator()(boost::system::error_code ec, std::size_t n) { self->on_idle_read(ec, n); }
+};
+
+// The TLS handshake's, once per connection (not in the op_slot: it is larger).
+template <class Stream>
+struct http1_connection<Stream>::handshake_handler {
+    std::shared_ptr<http1_connection> self;
+
+    void operator()(boost::system::error_code ec) { self->on_handshake(ec); }
 };
 
 template <class Stream>
@@ -165,7 +173,32 @@ http1_connection<Stream>::wait_idle()
         close_idle();
         return;
     }
-    stream_.async_read_some(net::buffer(small_), slot_handler{this->shared_from_this()});
+    if constexpr (requires { requires ops::wait_then_read; }) {
+        // A TLS stream: what OpenSSL has decrypted already (a pipelined request) first, else a
+        // wait for the socket, which fits the op_slot where the stream's own read would not.
+        boost::system::error_code ec;
+        auto n = ops::try_read(stream_, net::buffer(small_), ec);
+        if (ec != net::error::would_block) {
+            on_idle_read(ec, n);
+            return;
+        }
+        stream_.lowest_layer().async_wait(net::socket_base::wait_read, slot_handler{this->shared_from_this()});
+    } else {
+        stream_.async_read_some(net::buffer(small_), slot_handler{this->shared_from_this()});
+    }
+}
+
+template <class Stream>
+void
+http1_connection<Stream>::on_readable(boost::system::error_code ec)
+{
+    if (closed_)
+        return;
+    if (ec) {
+        close_idle(); // the keep-alive or header timeout, or a drain
+        return;
+    }
+    wait_idle(); // bytes arrived: a whole record, or part of one (then it waits again)
 }
 
 template <class Stream>
