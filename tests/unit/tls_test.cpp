@@ -4,11 +4,16 @@
 // The server side is the library's (tls_stream, the context built from the config); the
 // client side is Asio's ssl::stream and Beast. Certificates are made here with OpenSSL.
 #include <cserve/detail/tls.hpp>
+#include <cserve/detail/http1/connection.hpp>
+#include <cserve/detail/server_impl.hpp>
 
 #include "catch.hpp"
 #include "test_server.hpp"
 
 #include <boost/asio/connect.hpp>
+#include <boost/asio/local/connect_pair.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/read_until.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/write.hpp>
@@ -527,4 +532,72 @@ TEST_CASE("tls: bad certificate, key and password settings fail with one line na
     CHECK(message(cfg).starts_with("--ssl-cert-reqs 2 needs --ssl-ca-certs"));
     for (auto const& line : {message(cfg)})
         CHECK(line.find('\n') == std::string::npos);
+}
+
+TEST_CASE("tls: an idle keep-alive TLS connection holds no request state and waits in its op_slot",
+          "[tls][idle][memory]")
+{
+    // Driven by hand over a socket pair, as server_impl starts a connection, so that the
+    // connection object itself can be looked at between requests.
+    net::io_context ioc{1};
+    auto hello = [](cserve::scope&, cserve::receive, cserve::send send) -> cserve::task<> {
+        co_await send(http::response_start{.status = 200, .headers = {{"content-length", "13"}}});
+        co_await send(http::response_body{.body = "Hello, world!"});
+    };
+    cserve::detail::server_impl srv(ioc, hello, tls_config());
+    REQUIRE(srv.tls_);
+    net::local::stream_protocol::socket server_end(ioc);
+    auto client_ctx = client_context();
+    ssl::stream<net::local::stream_protocol::socket> client(ioc, client_ctx);
+    net::local::connect_pair(client.next_layer(), server_end);
+    using connection = cserve::detail::http1_connection<cserve::detail::tls_stream>;
+    auto c = std::make_shared<connection>(srv, cserve::detail::socket_type(std::move(server_end)), *srv.tls_);
+    std::weak_ptr<connection> weak = c;
+    connection::start(std::move(c));
+
+    auto run_until = [&](bool const& done) {
+        while (!done && ioc.run_one() > 0) {
+        }
+        ioc.poll();
+    };
+    bool shaken = false;
+    boost::system::error_code hs;
+    client.async_handshake(ssl::stream_base::client, [&](boost::system::error_code ec) {
+        hs = ec;
+        shaken = true;
+    });
+    run_until(shaken);
+    REQUIRE_FALSE(hs);
+    bool const after_handshake = weak.lock()->holds_request_state();
+
+    std::vector<bool> answered, idle_state, inline_wait;
+    std::string in;
+    for (int i = 0; i < 2; ++i) {
+        net::write(client, net::buffer(std::string_view("GET / HTTP/1.1\r\nHost: t\r\n\r\n")));
+        bool done = false;
+        boost::system::error_code ec;
+        net::async_read_until(client, net::dynamic_buffer(in), "Hello, world!",
+                              [&](boost::system::error_code rec, std::size_t) {
+                                  ec = rec;
+                                  done = true;
+                              });
+        run_until(done);
+        in.clear();
+        answered.push_back(done && !ec);
+        auto p = weak.lock();
+        idle_state.push_back(p && p->holds_request_state());
+        inline_wait.push_back(p && p->idle_read_inline());
+    }
+    bool const alive = !weak.expired();
+    boost::system::error_code ignored;
+    client.next_layer().close(ignored);
+    ioc.run(); // the end of the stream ends the connection
+
+    CHECK_FALSE(after_handshake);
+    CHECK(answered == std::vector<bool>{true, true});
+    CHECK(alive);
+    CHECK(idle_state == std::vector<bool>{false, false});
+    // The idle wait's operation fits the room the connection keeps for it: no allocation.
+    CHECK(inline_wait == std::vector<bool>{true, true});
+    CHECK(weak.expired());
 }
