@@ -52,6 +52,36 @@ IMF_FIXDATE_RE = re.compile(
 
 
 # ---------------------------------------------------------------------------------------
+# Processes, from /proc
+# ---------------------------------------------------------------------------------------
+
+def proc_stat(pid):
+    """The fields of /proc/PID/stat after the command name (state, ppid, pgrp, session,
+    ...), or None if there is no such process."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data[data.rindex(")") + 2:].split()
+
+
+def all_stats():
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = proc_stat(int(name))
+            if st is not None:
+                yield int(name), st
+
+
+def children(ppid):
+    """The live (not zombie) child processes of ppid, oldest first."""
+    kids = [(int(st[19]), pid) for pid, st in all_stats()
+            if st[1] == str(ppid) and st[0] != "Z"]
+    return [pid for _, pid in sorted(kids)]
+
+
+# ---------------------------------------------------------------------------------------
 # Subprocesses
 # ---------------------------------------------------------------------------------------
 

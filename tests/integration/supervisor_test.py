@@ -45,6 +45,7 @@ import httpx
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cserve_harness  # noqa: E402
 from cserve_harness import (  # noqa: E402
+    all_stats, children, proc_stat,
     Closed, HOST, IO_TIMEOUT, EXIT_TIMEOUT, RUN_TIMEOUT, RUNNING_RE, STARTUP_TIMEOUT, WATCHDOG_SECONDS,
     Process, die_with_parent, parse_args, require_executable, run_tests)
 
@@ -99,32 +100,6 @@ def wait_until(pred, timeout, interval=0.02):
 # ---------------------------------------------------------------------------------------
 # Processes, from /proc
 # ---------------------------------------------------------------------------------------
-
-def proc_stat(pid):
-    """The fields of /proc/PID/stat after the command name (state, ppid, pgrp, session,
-    ...), or None if there is no such process."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            data = f.read()
-    except OSError:
-        return None
-    return data[data.rindex(")") + 2:].split()
-
-
-def all_stats():
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            st = proc_stat(int(name))
-            if st is not None:
-                yield int(name), st
-
-
-def children(ppid):
-    """The live (not zombie) child processes of ppid, oldest first."""
-    kids = [(int(st[19]), pid) for pid, st in all_stats()
-            if st[1] == str(ppid) and st[0] != "Z"]
-    return [pid for _, pid in sorted(kids)]
-
 
 def wait_children(ppid, n, timeout=None, exclude=()):
     """Waits until ppid has exactly n live children, none of them in exclude; returns them

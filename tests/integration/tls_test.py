@@ -55,6 +55,7 @@ import websockets.exceptions
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cserve_harness  # noqa: E402
 from cserve_harness import (  # noqa: E402
+    all_stats, children, proc_stat,
     Closed, EXIT_TIMEOUT, HOST, IO_TIMEOUT, RUN_TIMEOUT, Server, die_with_parent, parse_args,
     require_executable, run_tests)
 
@@ -458,26 +459,9 @@ def tls_args(cert=None, key=None, *extra):
         + list(extra)
 
 
-def _stat(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            data = f.read()
-    except OSError:
-        return None
-    return data[data.rindex(")") + 2:].split()
-
-
-def _processes():
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            st = _stat(int(name))
-            if st is not None:
-                yield int(name), st
-
-
 def live_children(ppid):
     """The live (not zombie) children of ppid."""
-    return sorted(pid for pid, st in _processes() if st[1] == str(ppid) and st[0] != "Z")
+    return sorted(children(ppid))
 
 
 class Httpbin(Server):
@@ -518,7 +502,7 @@ class Httpbin(Server):
 
     def cleanup(self):
         """SIGKILLs every live process of the session (the master and its workers)."""
-        for pid, st in _processes():
+        for pid, st in all_stats():
             if st[3] == str(self.pid) and st[0] != "Z":
                 try:
                     os.kill(pid, signal.SIGKILL)
@@ -528,7 +512,7 @@ class Httpbin(Server):
         # Workers orphaned by the SIGKILL come to this process (a child subreaper, see
         # main()): reap them.
         me = str(os.getpid())
-        for pid, st in _processes():
+        for pid, st in all_stats():
             if st[1] == me and st[3] == str(self.pid) and st[0] == "Z":
                 try:
                     os.waitpid(pid, os.WNOHANG)
@@ -734,6 +718,21 @@ class HttpsTests(SharedTlsServerTestCase):
         rc, out = s_client(self.port, "-tls1_2", "-CAfile", CERTS.ca)
         self.assertEqual(rc, 0, out)
         self.assertRegex(out, r"(?m)^New, TLSv1\.2, Cipher is ECDHE-")
+
+    def test_renegotiation_is_refused(self):
+        # s_client's "R" command asks for a TLS 1.2 renegotiation; the server refuses it
+        # (no_renegotiation) and the request after it gets no answer on that connection.
+        feed = ("sleep 1; printf 'R\\n'; sleep 1; "
+                "printf 'GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'; sleep 1")
+        p = subprocess.run(
+            "(%s) | openssl s_client -connect %s:%d -tls1_2 -CAfile %s"
+            % (feed, HOST, self.port, CERTS.ca),
+            shell=True, capture_output=True, text=True, timeout=30)
+        out = p.stdout + p.stderr
+        self.assertIn("RENEGOTIATING", out)
+        self.assertIn("no renegotiation", out)
+        self.assertNotIn("Hello, world!", out)
+        self.assert_serves(self.port)
 
     def test_plain_http_to_the_tls_port_is_closed_at_once(self):
         with socket.create_connection((HOST, self.port), timeout=IO_TIMEOUT) as s:
@@ -1232,7 +1231,7 @@ class WorkerTests(TlsTestCase):
 
     @staticmethod
     def _old_gone(old):
-        return all(_stat(w) is None or _stat(w)[0] == "Z" for w in old)
+        return all(proc_stat(w) is None or proc_stat(w)[0] == "Z" for w in old)
 
     def test_hup_rotates_the_certificate_without_losing_a_request(self):
         srv, cert, key = self.rotating_server()
