@@ -63,6 +63,11 @@ public:
 
     @throws std::invalid_argument when `cfg.forwarded_allow_ips` is not a valid list, or a
     header of `cfg.headers` has an invalid name or value (RFC 9110 §5.1, §5.5: a CR, LF or NUL).
+
+    @throws std::runtime_error with TLS (`cfg.ssl_certfile` or `cfg.ssl_context_factory`) when
+    the context cannot be made: a file missing or unreadable, a key that does not match the
+    certificate, a wrong password, an invalid cipher list, a factory that threw. The message
+    is one line naming the file or setting and the reason.
     */
     CSERVE_DECL server(boost::asio::io_context& ioc, app_function app, cserve::config cfg = {});
 
