@@ -8,7 +8,8 @@
 #   2. build-asan/  AddressSanitizer + UndefinedBehaviorSanitizer, -O1 -g, with
 #                   CSERVE_SEPARATE_COMPILATION=ON so the full suite also runs in the other
 #                   mode. Only what its ctest run needs is built; the consumer tests (cmake.*)
-#                   are not repeated.
+#                   are not repeated. The libFuzzer harnesses of tests/fuzz are built and run
+#                   here too (fuzz.*, CSERVE_FUZZ_SECONDS each, default 45).
 #   3. build-public-api/  CSERVE_BOOST_PUBLIC_API_ONLY=ON: every public-API fallback for Asio's and
 #                   Beast's internals (detail/boost_compat.hpp), -O0; the unit tests.
 #   4. build-boost-next/  the newest Boost.Asio and Beast (a header-only Boost tree, from
@@ -71,13 +72,18 @@ run_ctest build "header-only"
 # - vptr: its runtime probes memory through pipe(2), so while a test exhausts file
 #   descriptors on purpose (EMFILE back-off) every dynamic type looks invalid.
 sanitize="-fsanitize=address,undefined -fno-sanitize=function,vptr -fno-sanitize-recover=undefined"
-step "configure build-asan/ (ASan + UBSan, separate compilation, $cxx)"
+# The fuzz harnesses (tests/fuzz) are built here too, and the whole build carries libFuzzer's
+# coverage instrumentation (-fsanitize=fuzzer-no-link) so that the library they link is
+# instrumented; each runs for CSERVE_FUZZ_SECONDS (default 45) as a test of this pass.
+step "configure build-asan/ (ASan + UBSan, separate compilation, fuzz harnesses, $cxx)"
 cmake -S . -B build-asan \
   "-DCMAKE_CXX_COMPILER=$cxx" \
   -DCMAKE_BUILD_TYPE=Debug \
-  "-DCMAKE_CXX_FLAGS=-O1 -g -fno-omit-frame-pointer $sanitize" \
+  "-DCMAKE_CXX_FLAGS=-O1 -g -fno-omit-frame-pointer $sanitize -fsanitize=fuzzer-no-link" \
   -DCSERVE_BUILD_TESTS=ON \
   -DCSERVE_BUILD_EXAMPLES=ON \
+  -DCSERVE_BUILD_FUZZERS=ON \
+  "-DCSERVE_FUZZ_SECONDS=${CSERVE_FUZZ_SECONDS:-45}" \
   -DCSERVE_SEPARATE_COMPILATION=ON
 
 step "build build-asan/ (test binaries only)"

@@ -8,6 +8,7 @@
 #include <boost/beast/core/string.hpp>
 
 #include <cstddef>
+#include <string>
 #include <string_view>
 
 namespace cserve::detail {
@@ -84,6 +85,33 @@ hex_value(char c) noexcept
     if (c >= 'A' && c <= 'F')
         return c - 'A' + 10;
     return -1;
+}
+
+// `s` for a one-line message: control characters (a CR or LF that would split the line, an
+// escape sequence for the terminal) shown as \n, \r, \t or \xNN.
+inline std::string
+printable(std::string_view s)
+{
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string out;
+    out.reserve(s.size());
+    for (char ch : s) {
+        auto c = static_cast<unsigned char>(ch);
+        if (c >= 0x20 && c != 0x7f) {
+            out += ch;
+        } else if (c == '\n') {
+            out += "\\n";
+        } else if (c == '\r') {
+            out += "\\r";
+        } else if (c == '\t') {
+            out += "\\t";
+        } else {
+            out += "\\x";
+            out += hex[c >> 4];
+            out += hex[c & 15];
+        }
+    }
+    return out;
 }
 
 inline bool

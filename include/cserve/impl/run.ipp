@@ -48,7 +48,7 @@ struct flag_spec {
 [[noreturn]] inline void
 bad_value(std::string_view name, std::string_view value, std::string_view expected)
 {
-    throw usage_error("Invalid value for '" + std::string(name) + "': '" + std::string(value) + "' is not " +
+    throw usage_error("Invalid value for '" + http1::printable(name) + "': '" + http1::printable(value) + "' is not " +
                       std::string(expected) + ".");
 }
 
@@ -359,13 +359,13 @@ parse_command_line(int argc, char const* const* argv, config defaults)
         }
         auto it = std::find_if(table.begin(), table.end(), [&](auto const& f) { return f.name == name; });
         if (it == table.end())
-            throw usage_error("No such option: " + std::string(name));
+            throw usage_error("No such option: " + detail::http1::printable(name));
         if (it->metavar.empty()) {
             if (value)
-                throw usage_error("Option '" + std::string(name) + "' does not take a value.");
+                throw usage_error("Option '" + detail::http1::printable(name) + "' does not take a value.");
         } else if (!value) {
             if (i + 1 >= argc)
-                throw usage_error("Option '" + std::string(name) + "' requires an argument.");
+                throw usage_error("Option '" + detail::http1::printable(name) + "' requires an argument.");
             value = argv[++i];
         }
         it->apply(out.cfg, name, value.value_or(std::string_view{}));

@@ -499,6 +499,10 @@ template class http1_connection<socket_type>;
 template class websocket_session<socket_type>;
 template class http1_connection<tls_stream>;
 template class websocket_session<tls_stream>;
+// Their constructors are templates (the stream is made in place), which the class's explicit
+// instantiation does not cover: the two the server and the tests call.
+template http1_connection<socket_type>::http1_connection(server_impl&, socket_type&&);
+template http1_connection<tls_stream>::http1_connection(server_impl&, socket_type&&, net::ssl::context&);
 #endif
 
 } // namespace detail

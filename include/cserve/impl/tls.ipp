@@ -3,6 +3,7 @@
 #ifndef CSERVE_IMPL_TLS_IPP
 #define CSERVE_IMPL_TLS_IPP
 
+#include <cserve/detail/text.hpp>
 #include <cserve/detail/tls.hpp>
 
 #include <openssl/bio.h>
@@ -16,6 +17,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <string>
 
 #include <fcntl.h>
@@ -50,8 +52,23 @@ check_readable(std::string_view what, std::string const& path)
 {
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        throw tls_config_error("cannot read " + std::string(what) + " '" + path + "': " + std::strerror(errno));
+        throw tls_config_error("cannot read " + std::string(what) + " '" + http1::printable(path) + "': " + std::strerror(errno));
     ::close(fd);
+}
+
+// Whether a PEM key file holds an encrypted key (PKCS #8 "ENCRYPTED PRIVATE KEY", or the
+// traditional format's "Proc-Type: 4,ENCRYPTED"). Asked only after loading failed: a wrong
+// password does not always fail as "bad decrypt" (the padding can check out by chance, and the
+// decoder then fails on garbage), so the reason alone cannot say.
+inline bool
+pem_key_is_encrypted(std::string const& path)
+{
+    std::ifstream in(path);
+    std::string line;
+    for (int i = 0; i < 200 && std::getline(in, line); ++i)
+        if (line.find("ENCRYPTED PRIVATE KEY") != std::string::npos || line.find("Proc-Type: 4,ENCRYPTED") != std::string::npos)
+            return true;
+    return false;
 }
 
 // ALPN (RFC 7301): the server's preference among what the client offers. A client that
@@ -315,7 +332,7 @@ make_tls_context(config const& cfg, ticket_key const& key)
     SSL_CTX* c = ctx->native_handle();
     SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
     if (SSL_CTX_set_cipher_list(c, cfg.ssl_ciphers.c_str()) != 1)
-        throw tls_config_error("invalid --ssl-ciphers '" + cfg.ssl_ciphers + "': " + openssl_reason());
+        throw tls_config_error("invalid --ssl-ciphers '" + http1::printable(cfg.ssl_ciphers) + "': " + openssl_reason());
 
     // Never OpenSSL's default password prompt on the terminal: an encrypted key without a
     // password is an error like a wrong one.
@@ -325,15 +342,15 @@ make_tls_context(config const& cfg, ticket_key const& key)
 
     check_readable("certificate file", cfg.ssl_certfile);
     if (SSL_CTX_use_certificate_chain_file(c, cfg.ssl_certfile.c_str()) != 1)
-        throw tls_config_error("cannot load certificate file '" + cfg.ssl_certfile + "': " + openssl_reason());
+        throw tls_config_error("cannot load certificate file '" + http1::printable(cfg.ssl_certfile) + "': " + openssl_reason());
     std::string const& keyfile = cfg.ssl_keyfile.empty() ? cfg.ssl_certfile : cfg.ssl_keyfile;
     check_readable("key file", keyfile);
     if (SSL_CTX_use_PrivateKey_file(c, keyfile.c_str(), SSL_FILETYPE_PEM) != 1) {
         auto reason = openssl_reason();
         if (reason.find("mismatch") != std::string::npos)
-            throw tls_config_error("key file '" + keyfile + "' does not match certificate file '" + cfg.ssl_certfile +
+            throw tls_config_error("key file '" + http1::printable(keyfile) + "' does not match certificate file '" + http1::printable(cfg.ssl_certfile) +
                                    "'");
-        bool encrypted = reason.find("decrypt") != std::string::npos || reason.find("password") != std::string::npos;
+        bool encrypted = pem_key_is_encrypted(keyfile);
         std::string hint;
         if (encrypted)
             hint = cfg.ssl_keyfile_password.empty() ? " (the key is encrypted: give --ssl-keyfile-password)"
@@ -342,16 +359,16 @@ make_tls_context(config const& cfg, ticket_key const& key)
             hint = " (no --ssl-keyfile: the key was looked for in the certificate file)";
         else
             hint = " (no PEM private key in it?)";
-        throw tls_config_error("cannot load key file '" + keyfile + "': " + reason + hint);
+        throw tls_config_error("cannot load key file '" + http1::printable(keyfile) + "': " + reason + hint);
     }
     if (SSL_CTX_check_private_key(c) != 1)
-        throw tls_config_error("key file '" + keyfile + "' does not match certificate file '" + cfg.ssl_certfile +
+        throw tls_config_error("key file '" + http1::printable(keyfile) + "' does not match certificate file '" + http1::printable(cfg.ssl_certfile) +
                                "': " + openssl_reason());
 
     if (!cfg.ssl_ca_certs.empty()) {
         check_readable("CA file", cfg.ssl_ca_certs);
         if (SSL_CTX_load_verify_locations(c, cfg.ssl_ca_certs.c_str(), nullptr) != 1)
-            throw tls_config_error("cannot load CA file '" + cfg.ssl_ca_certs + "': " + openssl_reason());
+            throw tls_config_error("cannot load CA file '" + http1::printable(cfg.ssl_ca_certs) + "': " + openssl_reason());
         // The CAs a client is told it may present a certificate of.
         if (STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(cfg.ssl_ca_certs.c_str()))
             SSL_CTX_set_client_CA_list(c, names);

@@ -1,0 +1,159 @@
+// tests/fuzz/fuzz_http1.cpp -- libFuzzer harness: bytes from a client into a real connection
+// SPDX-License-Identifier: BSL-1.0
+//
+// The connection is the server's own (http1_connection over a plain socket, started as
+// server_impl starts one), on one end of a socket pair; the input goes in at the other end.
+// Its first byte says how the rest arrives: 0 in one write, N in writes of N bytes, each
+// followed by a turn of the event loop, so that the parser sees every split. The client then
+// ends its side and reads the responses to the end, so the run ends when the connection does:
+// a connection that never ends is a hang libFuzzer reports (-timeout).
+//
+// The application behind it reaches the paths the bytes can take: by path it reads the body
+// and echoes its size, streams a chunked response, answers HEAD and 204, throws before or
+// after its response started, sends trailers, or (as a WebSocket) accepts and echoes.
+#include <cserve/detail/http1/connection.hpp>
+#include <cserve/detail/server_impl.hpp>
+#include <cserve/server.hpp>
+#if defined(CSERVE_HEADER_ONLY)
+#include <cserve/impl/http1/connection.ipp>
+#endif
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/local/connect_pair.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace net = boost::asio;
+namespace http = cserve::http;
+namespace ws = cserve::websocket;
+
+namespace {
+
+cserve::task<>
+websocket(cserve::receive receive, cserve::send send)
+{
+    co_await receive(); // connect
+    co_await send(ws::accept{});
+    for (int i = 0; i < 4; ++i) {
+        auto e = co_await receive();
+        auto* m = std::get_if<ws::receive>(&e);
+        if (!m)
+            co_return;
+        co_await send(ws::send{.bytes = m->bytes, .text = m->text});
+    }
+    co_await send(ws::close{.code = 1000});
+}
+
+cserve::task<>
+app(cserve::scope& s, cserve::receive receive, cserve::send send)
+{
+    if (s.type == cserve::scope_type::websocket) {
+        if (s.path.find("deny") != std::string::npos)
+            co_return; // closes before accepting: 403
+        co_await websocket(receive, send);
+        co_return;
+    }
+    std::string_view path = s.path;
+    if (path.find("throw") != std::string_view::npos)
+        throw std::runtime_error("the application failed");
+    if (path.find("204") != std::string_view::npos) {
+        co_await send(http::response_start{.status = 204});
+        co_await send(http::response_body{});
+        co_return;
+    }
+    std::size_t got = 0;
+    for (;;) {
+        auto e = co_await receive();
+        auto* r = std::get_if<http::request>(&e);
+        if (!r)
+            co_return; // the client left
+        got += r->body.size();
+        if (!r->more_body)
+            break;
+    }
+    if (path.find("stream") != std::string_view::npos) {
+        bool trailers = path.find("trailer") != std::string_view::npos;
+        co_await send(http::response_start{.status = 200, .trailers = trailers});
+        for (int i = 0; i < 3; ++i)
+            co_await send(http::response_body{.body = "piece " + std::to_string(i) + "\n", .more_body = true});
+        if (path.find("late") != std::string_view::npos)
+            throw std::runtime_error("failed while streaming");
+        co_await send(http::response_body{});
+        if (trailers)
+            co_await send(http::response_trailers{.headers = {{"x-checksum", std::to_string(got)}}});
+        co_return;
+    }
+    std::string body = std::to_string(got);
+    co_await send(http::response_start{.status = 200, .headers = {{"content-length", std::to_string(body.size())}}});
+    co_await send(http::response_body{.body = std::move(body)});
+}
+
+cserve::config
+fuzz_config()
+{
+    cserve::config cfg;
+    cfg.lifespan = cserve::lifespan_mode::off;
+    cfg.access_log = false;
+    cfg.log_level = cserve::log_level::critical;
+    cfg.log_sink = [](cserve::log_level, std::string_view) {};
+    cfg.max_header_bytes = 4096;
+    cfg.ws_max_size = 64 * 1024;
+    cfg.ws_max_queue = 4;
+    return cfg;
+}
+
+cserve::task<>
+client(net::local::stream_protocol::socket& s, std::string_view input, std::size_t piece)
+{
+    auto ex = co_await net::this_coro::executor;
+    while (!input.empty()) {
+        auto n = piece == 0 ? input.size() : std::min(piece, input.size());
+        auto [ec, written] = co_await net::async_write(s, net::buffer(input.data(), n), net::as_tuple(net::use_awaitable));
+        if (ec)
+            break; // the server closed: what it has not read is not its to read
+        input.remove_prefix(n);
+        co_await net::post(ex, net::use_awaitable);
+        co_await net::post(ex, net::use_awaitable);
+    }
+    boost::system::error_code ec;
+    s.shutdown(net::socket_base::shutdown_send, ec);
+    char buf[16 * 1024];
+    for (;;) {
+        auto [rec, n] = co_await s.async_read_some(net::buffer(buf), net::as_tuple(net::use_awaitable));
+        if (rec)
+            break;
+    }
+    s.close(ec);
+}
+
+} // namespace
+
+extern "C" int
+LLVMFuzzerTestOneInput(std::uint8_t const* data, std::size_t size)
+{
+    if (size == 0)
+        return 0;
+    std::size_t const piece = data[0];
+    std::string_view input(reinterpret_cast<char const*>(data) + 1, size - 1);
+
+    net::io_context ioc{1};
+    cserve::detail::server_impl srv(ioc, app, fuzz_config());
+    net::local::stream_protocol::socket client_end(ioc);
+    net::local::stream_protocol::socket server_end(ioc);
+    net::local::connect_pair(client_end, server_end);
+    using connection = cserve::detail::http1_connection<cserve::detail::socket_type>;
+    connection::start(std::make_shared<connection>(srv, cserve::detail::socket_type(std::move(server_end))));
+    net::co_spawn(ioc, client(client_end, input, piece), net::detached);
+    ioc.run();
+    return 0;
+}
