@@ -190,6 +190,16 @@ TEST_CASE("run: bad flags throw usage_error naming the flag", "[run][flags][erro
     }
 }
 
+TEST_CASE("run: a usage error is one line whatever the flag or value holds", "[run][flags][errors]")
+{
+    // Found by tests/fuzz/fuzz_flags: a newline in an unknown flag split the error in two.
+    CHECK(usage_error_of({"--ss\n"}) == "No such option: --ss\\n");
+    CHECK(usage_error_of({"--port", "1\r\n2"}) == "Invalid value for '--port': '1\\r\\n2' is not a valid integer.");
+    CHECK(usage_error_of({"--no-access-log=\x1b[2J"}) == "Option '--no-access-log' does not take a value.");
+    CHECK(usage_error_of({"--x\x1b[31m"}) == "No such option: --x\\x1b[31m");
+    CHECK(usage_error_of({"--log-level", "\tdebug"}).find('\t') == std::string::npos);
+}
+
 TEST_CASE("run: usage() names the program and lists every flag", "[run][usage]")
 {
     auto text = cserve::usage("prog");
