@@ -120,6 +120,12 @@ struct config {
     /// starts a fresh worker). (--limit-max-requests)
     std::optional<std::uint64_t> limit_max_requests;
 
+    /// A request body larger than this many bytes is refused with 413: before the
+    /// application runs when its Content-Length says so, else (a chunked body that grows past
+    /// it) as the application's receive() yields http::disconnect; a response already under
+    /// way then ends the connection instead. (--limit-request-body)
+    std::optional<std::uint64_t> limit_request_body;
+
     /// A random 0..jitter is added to limit_max_requests, so that workers started
     /// together do not all restart together. (--limit-max-requests-jitter)
     std::uint64_t limit_max_requests_jitter = 0;

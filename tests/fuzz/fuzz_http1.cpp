@@ -107,6 +107,7 @@ fuzz_config()
     cfg.log_level = cserve::log_level::critical;
     cfg.log_sink = [](cserve::log_level, std::string_view) {};
     cfg.max_header_bytes = 4096;
+    cfg.limit_request_body = 4096;
     cfg.ws_max_size = 64 * 1024;
     cfg.ws_max_queue = 4;
     return cfg;

@@ -63,6 +63,9 @@ public:
     // The request body broke the framing rules: logged; the connection cannot be reused.
     CSERVE_DECL void body_invalid(logger const& log) noexcept;
 
+    // The body grew past --limit-request-body: as body_invalid(), answered 413.
+    CSERVE_DECL void body_too_large(logger const& log) noexcept;
+
     // The client is gone: receive() gives http.disconnect, send() throws client_disconnected.
     void client_gone() noexcept
     {
@@ -126,6 +129,7 @@ private:
     std::optional<std::uint64_t> length_; // the response's content-length
     std::uint64_t sent_ = 0;              // body bytes counted against it
     int status_ = 0;
+    int body_error_ = 400; // the answer to an invalid body: 400, or 413 for one too large
     body_state body_ = body_state::unread;
     response_state response_ = response_state::none;
     bool keep_alive_ = true;

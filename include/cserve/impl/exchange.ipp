@@ -75,6 +75,15 @@ exchange::body_invalid(logger const& log) noexcept
 }
 
 void
+exchange::body_too_large(logger const& log) noexcept
+{
+    log.log(log_level::warning, "Request body larger than --limit-request-body.");
+    body_ = body_state::invalid;
+    body_error_ = 413;
+    keep_alive_ = false;
+}
+
+void
 exchange::check_send(event const& e) const
 {
     if (std::holds_alternative<http::response_start>(e)) {
@@ -181,7 +190,7 @@ exchange::finish(std::exception_ptr failure, logger const& log)
     if (disconnected_) {
         keep_alive_ = false; // nobody is left to answer: nothing to report either
     } else if (body_ == body_state::invalid && !head_committed_) {
-        return {400, std::string(error_text(400))};
+        return {body_error_, std::string(error_text(body_error_))};
     } else if (!started()) {
         log.log(log_level::error, "ASGI callable returned without starting response.");
         return {500, "Internal Server Error"};
@@ -216,6 +225,7 @@ error_text(int status) noexcept
 {
     switch (status) {
     case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
     case 431: return "Request Header Fields Too Large";
     case 501: return "Not Implemented";
     case 503: return "Service Unavailable";

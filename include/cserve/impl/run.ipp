@@ -158,6 +158,10 @@ flag_table()
          [](config& c, std::string_view n, std::string_view v) {
              c.limit_max_requests = parse_integer<std::uint64_t>(n, v, 1, std::uint64_t(1) << 62);
          }},
+        {"--limit-request-body", "INTEGER", "Maximum request body size in bytes; a larger body is answered 413.  [default: none]",
+         [](config& c, std::string_view n, std::string_view v) {
+             c.limit_request_body = parse_integer<std::uint64_t>(n, v, 0, std::uint64_t(1) << 62);
+         }},
         {"--limit-max-requests-jitter", "INTEGER", "Maximum jitter to add to limit_max_requests.  [default: 0]",
          [](config& c, std::string_view n, std::string_view v) {
              c.limit_max_requests_jitter = parse_integer<std::uint64_t>(n, v, 0, std::uint64_t(1) << 62);

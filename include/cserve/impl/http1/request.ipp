@@ -76,7 +76,10 @@ http1_connection<Stream>::start_request()
     r.head_info.clear();
     r.parser.emplace(r.head_info, r.body);
     r.parser->header_limit(static_cast<std::uint32_t>(limit));
-    r.parser->body_limit(boost::none);
+    if (auto const& body = srv_.cfg_.limit_request_body)
+        r.parser->body_limit(*body); // Beast refuses a Content-Length past it, and a chunked body as it passes it
+    else
+        r.parser->body_limit(boost::none);
 }
 
 template <class Stream>
@@ -114,6 +117,8 @@ http1_connection<Stream>::parse_header(std::size_t& parsed)
             return r.head_info.reject_status;
         if (ec == boost::beast::http::error::header_limit)
             return 431;
+        if (ec == boost::beast::http::error::body_limit)
+            return 413; // its Content-Length is past --limit-request-body
         if (ec == boost::beast::http::error::bad_version &&
             http1::well_formed_version(std::string_view(r.head_info.base, r.head_info.size)))
             return 505; // HTTP/2.0 and friends: understood, not supported
@@ -310,7 +315,10 @@ http1_connection<Stream>::read_body()
         boost::system::error_code ec;
         parse_buffered(ec);
         if (ec) {
-            req_->x.body_invalid(srv_.log_);
+            if (ec == boost::beast::http::error::body_limit)
+                req_->x.body_too_large(srv_.log_);
+            else
+                req_->x.body_invalid(srv_.log_);
             co_return http::disconnect{};
         }
         if (req_->parser->is_done()) {
