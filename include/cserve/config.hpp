@@ -105,7 +105,7 @@ struct config {
     /// The mount point of the application, put in front of every scope's path. (--root-path)
     std::string root_path;
 
-    /// Believe X-Forwarded-For and X-Forwarded-Proto from `forwarded_allow_ips` (see
+    /// Believe Forwarded (RFC 7239), X-Forwarded-For and X-Forwarded-Proto from `forwarded_allow_ips` (see
     /// proxy_headers()). (--proxy-headers / --no-proxy-headers)
     bool proxy_headers = true;
 

@@ -98,24 +98,169 @@ trusted_hosts::client_from(std::string_view x_forwarded_for) const
 
 namespace detail {
 
+std::optional<std::vector<forwarded_element>>
+parse_forwarded(std::string_view v)
+{
+    // Forwarded = 1#forwarded-element; forwarded-element = [ forwarded-pair ] *( ";" [ forwarded-pair ] )
+    // forwarded-pair = token "=" value; value = token / quoted-string (RFC 7239 §4).
+    std::vector<forwarded_element> out;
+    forwarded_element e;
+    bool any = false;
+    std::size_t i = 0;
+    auto const n = v.size();
+    auto ows = [&] {
+        while (i < n && (v[i] == ' ' || v[i] == '\t'))
+            ++i;
+    };
+    for (;;) {
+        ows();
+        if (i < n && v[i] != ',' && v[i] != ';') {
+            auto const name_begin = i;
+            while (i < n && http1::is_tchar(static_cast<unsigned char>(v[i])))
+                ++i;
+            auto name = v.substr(name_begin, i - name_begin);
+            if (name.empty() || i >= n || v[i] != '=')
+                return std::nullopt;
+            ++i;
+            std::string_view value;
+            bool usable = true; // a quoted value with a quoted-pair is not taken: see forwarded_element
+            if (i < n && v[i] == '"') {
+                auto const open = i;
+                if (!http1::skip_quoted_string(v, i))
+                    return std::nullopt;
+                value = v.substr(open + 1, i - open - 2);
+                usable = value.find('\\') == std::string_view::npos;
+            } else {
+                auto const value_begin = i;
+                while (i < n && http1::is_tchar(static_cast<unsigned char>(v[i])))
+                    ++i;
+                value = v.substr(value_begin, i - value_begin);
+                if (value.empty())
+                    return std::nullopt;
+            }
+            std::string_view* field = starts_with_icase(name, "for") && name.size() == 3     ? &e.for_
+                                      : starts_with_icase(name, "proto") && name.size() == 5 ? &e.proto
+                                      : starts_with_icase(name, "host") && name.size() == 4  ? &e.host
+                                                                                             : nullptr;
+            if (field) {
+                if (!field->empty())
+                    return std::nullopt; // a parameter twice in one element (§4)
+                *field = usable ? value : std::string_view(" "); // " ": present, not usable
+            }
+            any = true;
+            ows();
+        }
+        if (i >= n || v[i] == ',') {
+            if (any)
+                out.push_back(e);
+            e = {};
+            any = false;
+            if (i >= n)
+                break;
+            ++i;
+            continue;
+        }
+        if (v[i] != ';')
+            return std::nullopt;
+        ++i;
+    }
+    if (out.empty())
+        return std::nullopt;
+    return out;
+}
+
+std::optional<address>
+forwarded_node(std::string_view node)
+{
+    // node = nodename [ ":" node-port ]; nodename = IPv4address / "[" IPv6address "]" /
+    // "unknown" / obfnode (RFC 7239 §6). Only an address makes a client.
+    std::string_view name = node;
+    std::string_view port;
+    if (node.starts_with('[')) {
+        auto close = node.find(']');
+        if (close == std::string_view::npos)
+            return std::nullopt;
+        name = node.substr(1, close - 1);
+        auto rest = node.substr(close + 1);
+        if (!rest.empty()) {
+            if (rest.front() != ':')
+                return std::nullopt;
+            port = rest.substr(1);
+        }
+    } else if (auto colon = node.find(':'); colon != std::string_view::npos) {
+        name = node.substr(0, colon);
+        port = node.substr(colon + 1);
+    }
+    boost::system::error_code ec;
+    auto a = boost::asio::ip::make_address(std::string(name), ec);
+    if (ec || (node.starts_with('[') != a.is_v6()))
+        return std::nullopt;
+    std::uint16_t p = 0;
+    if (!port.empty()) {
+        unsigned value = 0;
+        for (char c : port) {
+            if (c < '0' || c > '9' || value > 65535)
+                return std::nullopt; // an obfuscated port ("_abc") names no port
+            value = value * 10 + static_cast<unsigned>(c - '0');
+        }
+        if (value > 65535)
+            return std::nullopt;
+        p = static_cast<std::uint16_t>(value);
+    }
+    return address{a.to_string(), p};
+}
+
+inline void
+apply_proto(scope& s, std::string_view p)
+{
+    bool const ws = s.type == scope_type::websocket;
+    if (p == "https" || p == "wss")
+        s.scheme = ws ? "wss" : "https";
+    else if (p == "http" || p == "ws")
+        s.scheme = ws ? "ws" : "http";
+}
+
 bool
 apply_proxy_headers(scope& s, trusted_hosts const& trusted)
 {
     if (s.type == scope_type::lifespan || !s.client)
         return false;
+    auto forwarded = s.header("forwarded");
     auto proto = s.header("x-forwarded-proto");
     auto xff = s.header("x-forwarded-for");
-    // Most requests carry neither: then the peer's address is not even parsed.
-    if ((!proto && !xff) || !trusted.contains(s.client->host))
+    // Most requests carry none: then the peer's address is not even parsed.
+    if ((!forwarded && !proto && !xff) || !trusted.contains(s.client->host))
         return false;
-    if (proto) {
-        auto p = trim_ows(*proto);
-        bool const ws = s.type == scope_type::websocket;
-        if (p == "https" || p == "wss")
-            s.scheme = ws ? "wss" : "https";
-        else if (p == "http" || p == "ws")
-            s.scheme = ws ? "ws" : "http";
+    if (forwarded) {
+        // RFC 7239 first. Every proxy appends an element describing the connection it took:
+        // the client's is the rightmost whose `for` is not a trusted proxy (or the leftmost
+        // when all are). A header that does not parse is ignored as a whole.
+        if (auto elements = parse_forwarded(*forwarded)) {
+            auto chosen = elements->begin();
+            for (auto it = elements->rbegin(); it != elements->rend(); ++it) {
+                auto node = forwarded_node(it->for_);
+                if (!node || !trusted.contains(node->host)) {
+                    chosen = std::prev(it.base());
+                    break;
+                }
+            }
+            if (auto node = forwarded_node(chosen->for_))
+                s.client = std::move(*node);
+            if (!chosen->proto.empty())
+                apply_proto(s, chosen->proto);
+            if (!chosen->host.empty() && chosen->host != " ") {
+                for (auto& [name, value] : s.headers) {
+                    if (name == "host") {
+                        value = chosen->host;
+                        break;
+                    }
+                }
+            }
+            return true;
+        }
     }
+    if (proto)
+        apply_proto(s, trim_ows(*proto));
     if (xff) {
         auto host = trusted.client_from(*xff);
         if (!host.empty())
@@ -126,17 +271,25 @@ apply_proxy_headers(scope& s, trusted_hosts const& trusted)
 
 // Puts back what the middleware changed when the application returns, however it returns.
 struct scope_restore {
-    scope_restore(scope& s_) : s(s_), scheme(s_.scheme), client(s_.client) {}
+    scope_restore(scope& s_) : s(s_), scheme(s_.scheme), client(s_.client)
+    {
+        for (std::size_t i = 0; i < s.headers.size(); ++i)
+            if (s.headers[i].first == "host")
+                host = {i, s.headers[i].second};
+    }
     scope_restore(scope_restore const&) = delete;
     scope_restore& operator=(scope_restore const&) = delete;
 
     scope& s;
     std::string_view scheme;
     std::optional<address> client;
+    std::optional<std::pair<std::size_t, std::string_view>> host; // Forwarded's host= rewrites it
     ~scope_restore()
     {
         s.scheme = scheme;
         s.client = std::move(client);
+        if (host && host->first < s.headers.size())
+            s.headers[host->first].second = host->second;
     }
 };
 
@@ -144,7 +297,7 @@ inline task<>
 call_behind_proxy(app_function const& app, trusted_hosts const& trusted, scope& s, receive r, cserve::send snd)
 {
     std::optional<scope_restore> restore;
-    if (s.client && (s.header("x-forwarded-proto") || s.header("x-forwarded-for")))
+    if (s.client && (s.header("forwarded") || s.header("x-forwarded-proto") || s.header("x-forwarded-for")))
         restore.emplace(s);
     apply_proxy_headers(s, trusted);
     co_await app(s, r, snd);

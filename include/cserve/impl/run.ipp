@@ -137,9 +137,9 @@ flag_table()
          [](config& c, std::string_view, std::string_view) { c.access_log = false; }},
         {"--root-path", "TEXT", "Set the ASGI 'root_path' for applications submounted below a given URL path.",
          [](config& c, std::string_view, std::string_view v) { c.root_path = v; }},
-        {"--proxy-headers", "", "Enable X-Forwarded-Proto, X-Forwarded-For to populate url scheme and remote address info.  [default: on]",
+        {"--proxy-headers", "", "Enable Forwarded, X-Forwarded-Proto, X-Forwarded-For to populate url scheme and remote address info.  [default: on]",
          [](config& c, std::string_view, std::string_view) { c.proxy_headers = true; }},
-        {"--no-proxy-headers", "", "Disable X-Forwarded-Proto, X-Forwarded-For.",
+        {"--no-proxy-headers", "", "Disable Forwarded, X-Forwarded-Proto, X-Forwarded-For.",
          [](config& c, std::string_view, std::string_view) { c.proxy_headers = false; }},
         {"--forwarded-allow-ips", "TEXT", "Comma separated list of IP addresses, IP networks, or '*' to trust with proxy headers.  [default: $FORWARDED_ALLOW_IPS or 127.0.0.1]",
          [](config& c, std::string_view n, std::string_view v) {
