@@ -31,7 +31,7 @@ import httpx
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cserve_harness  # noqa: E402
 from cserve_harness import (  # noqa: E402
-    HOST, IO_TIMEOUT, EXIT_TIMEOUT, RUN_TIMEOUT, RUNNING_OR_UDS_RE, die_with_parent,
+    env_with, HOST, IO_TIMEOUT, EXIT_TIMEOUT, RUN_TIMEOUT, RUNNING_OR_UDS_RE, die_with_parent,
     parse_args, require_executable, run_tests)
 
 # Set from the command line in main().
@@ -58,16 +58,6 @@ def run_httpbin(*args, env=None):
     return subprocess.run([HTTPBIN] + list(args), stdin=subprocess.DEVNULL, capture_output=True,
                           env=env, timeout=RUN_TIMEOUT,
                           preexec_fn=lambda: die_with_parent(no_core=True))
-
-
-def env_with(**changes):
-    """The test's environment with `changes`, minus any CSERVE_* or FORWARDED_ALLOW_IPS
-    setting inherited from outside."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("CSERVE_") and k not in ("FORWARDED_ALLOW_IPS", "NOTIFY_SOCKET",
-                                                         "LISTEN_FDS", "LISTEN_PID")}
-    env.update(changes)
-    return env
 
 
 def listening_socket():

@@ -81,6 +81,29 @@ def children(ppid):
     return [pid for _, pid in sorted(kids)]
 
 
+def env_with(**changes):
+    """The test's environment with `changes`, minus anything inherited from outside that
+    would change what httpbin does (CSERVE_*, WEB_CONCURRENCY, socket activation...)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CSERVE_") and k not in (
+               "WEB_CONCURRENCY", "FORWARDED_ALLOW_IPS", "NOTIFY_SOCKET", "LISTEN_FDS",
+               "LISTEN_PID", "LISTEN_FDNAMES", "HTTPBIN_FAIL_STARTUP")}
+    env.update(changes)
+    return env
+
+
+def wait_until(pred, timeout, interval=0.02):
+    """pred()'s first true value within timeout, or None."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(interval)
+
+
 # ---------------------------------------------------------------------------------------
 # Subprocesses
 # ---------------------------------------------------------------------------------------

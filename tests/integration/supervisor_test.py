@@ -45,7 +45,7 @@ import httpx
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cserve_harness  # noqa: E402
 from cserve_harness import (  # noqa: E402
-    all_stats, children, proc_stat,
+    all_stats, children, env_with, proc_stat, wait_until,
     Closed, HOST, IO_TIMEOUT, EXIT_TIMEOUT, RUN_TIMEOUT, RUNNING_RE, STARTUP_TIMEOUT, WATCHDOG_SECONDS,
     Process, die_with_parent, parse_args, require_executable, run_tests)
 
@@ -67,34 +67,11 @@ STARTUP_COMPLETE = re.compile(r"Application startup complete\.")
 ACCESS_LINE = re.compile(r'127\.0\.0\.1:\d+ - "GET /pid HTTP/1\.1" 200')
 
 
-def env_with(**changes):
-    """The test's environment with `changes`, minus anything inherited from outside that
-    would change what httpbin does (CSERVE_*, WEB_CONCURRENCY, socket activation...)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("CSERVE_") and k not in (
-               "WEB_CONCURRENCY", "FORWARDED_ALLOW_IPS", "NOTIFY_SOCKET", "LISTEN_FDS",
-               "LISTEN_PID", "LISTEN_FDNAMES", "HTTPBIN_FAIL_STARTUP")}
-    env.update(changes)
-    return env
-
-
 def run_httpbin(*args, env=None):
     """Runs httpbin to completion (it is expected to exit by itself, at once)."""
     return subprocess.run([HTTPBIN] + list(args), stdin=subprocess.DEVNULL, capture_output=True,
                           env=env if env is not None else env_with(), timeout=RUN_TIMEOUT,
                           preexec_fn=lambda: die_with_parent(no_core=True))
-
-
-def wait_until(pred, timeout, interval=0.02):
-    """pred()'s first true value within timeout, or None."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(interval)
 
 
 # ---------------------------------------------------------------------------------------

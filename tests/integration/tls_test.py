@@ -55,7 +55,7 @@ import websockets.exceptions
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cserve_harness  # noqa: E402
 from cserve_harness import (  # noqa: E402
-    all_stats, children, proc_stat,
+    all_stats, children, env_with, proc_stat, wait_until,
     Closed, EXIT_TIMEOUT, HOST, IO_TIMEOUT, RUN_TIMEOUT, Server, die_with_parent, parse_args,
     require_executable, run_tests)
 
@@ -77,29 +77,6 @@ WATCHDOG = 200
 STARTUP_COMPLETE = re.compile(r"Application startup complete\.")
 TLS_KEYS = {"server_cert", "client_cert_chain", "client_cert_name", "client_cert_error",
             "tls_version", "cipher_suite"}
-
-
-def clean_env(**changes):
-    """The test's environment with `changes`, minus anything inherited from outside that
-    would change what httpbin does (CSERVE_*, WEB_CONCURRENCY, socket activation)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("CSERVE_") and k not in (
-               "WEB_CONCURRENCY", "FORWARDED_ALLOW_IPS", "NOTIFY_SOCKET", "LISTEN_FDS",
-               "LISTEN_PID", "LISTEN_FDNAMES", "HTTPBIN_FAIL_STARTUP")}
-    env.update(changes)
-    return env
-
-
-def wait_until(pred, timeout, interval=0.02):
-    """pred()'s first true value within timeout, or None."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(interval)
 
 
 def pem_der(path_or_text):
@@ -472,7 +449,7 @@ class Httpbin(Server):
     def __init__(self, *args, workers=None, env=None):
         self.workers = workers
         extra = ["--workers", str(workers)] if workers else []
-        super().__init__(HTTPBIN, *(extra + list(args)), env=env or clean_env(),
+        super().__init__(HTTPBIN, *(extra + list(args)), env=env or env_with(),
                          no_core=True, new_session=True)
         if workers:
             self.wait_startups(workers)
@@ -1008,7 +985,7 @@ class StartupErrorTests(TlsTestCase):
         cmd = [HTTPBIN, "--port", str(port)] + (["--workers", str(workers)] if workers else []) \
             + list(args)
         r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
-                           env=clean_env(**(env or {})), timeout=RUN_TIMEOUT,
+                           env=env_with(**(env or {})), timeout=RUN_TIMEOUT,
                            preexec_fn=lambda: die_with_parent(no_core=True))
         err = r.stderr.decode("utf-8", "replace")
         self.assertEqual(r.returncode, 2, "%r: %s" % (cmd, err))
@@ -1099,7 +1076,7 @@ class StartupErrorTests(TlsTestCase):
         self.stop_ok(srv)
 
     def test_environment_variables_configure_tls(self):
-        srv = self.start(env=clean_env(CSERVE_SSL_CERTFILE=CERTS.server,
+        srv = self.start(env=env_with(CSERVE_SSL_CERTFILE=CERTS.server,
                                        CSERVE_SSL_KEYFILE=CERTS.server_key_enc,
                                        CSERVE_SSL_KEYFILE_PASSWORD=KEY_PASSWORD,
                                        CSERVE_SSL_CA_CERTS=CERTS.ca,
