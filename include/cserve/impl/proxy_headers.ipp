@@ -225,9 +225,18 @@ apply_proxy_headers(scope& s, trusted_hosts const& trusted)
 {
     if (s.type == scope_type::lifespan || !s.client)
         return false;
-    auto forwarded = s.header("forwarded");
-    auto proto = s.header("x-forwarded-proto");
-    auto xff = s.header("x-forwarded-for");
+    // One pass over the headers for the three this reads (it runs for every request).
+    std::optional<std::string_view> forwarded, proto, xff;
+    for (auto const& [name, value] : s.headers) {
+        if (name.size() < 9 || (name[0] != 'f' && name[0] != 'x'))
+            continue;
+        if (name == "forwarded")
+            forwarded = forwarded.value_or(value);
+        else if (name == "x-forwarded-proto")
+            proto = proto.value_or(value);
+        else if (name == "x-forwarded-for")
+            xff = xff.value_or(value);
+    }
     // Most requests carry none: then the peer's address is not even parsed.
     if ((!forwarded && !proto && !xff) || !trusted.contains(s.client->host))
         return false;
