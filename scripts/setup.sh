@@ -17,10 +17,14 @@ packages=(
   libssl-dev          # TLS
   openssl             # the openssl CLI: tests make their certificates with it
   zlib1g-dev          # permessage-deflate
+  libnghttp2-dev      # HTTP/2
+  pkg-config          # CMake finds libnghttp2 with it
   curl                # manual and scripted checks against the examples
   python3             # tests/integration/*.py ...
   python3-httpx       # ... their HTTP client
   python3-websockets  # ... and WebSocket client
+  python3-h2          # ... and HTTP/2 frames (tests/integration/http2_test.py)
+  nghttp2-client      # nghttp and h2load: HTTP/2 clients for the tests
   chromium            # headless browser for tests/integration/chat_e2e_test.py
 )
 

@@ -156,6 +156,19 @@ struct config {
     /// The lifespan protocol. (--lifespan auto|on|off)
     lifespan_mode lifespan = lifespan_mode::automatic;
 
+    /// Serve HTTP/2 where the client asks for it: ALPN "h2" over TLS, and on cleartext the
+    /// connection preface (prior knowledge) or `Upgrade: h2c`. Needs a build with
+    /// CSERVE_HTTP2 (CMake's default); without it this is ignored. (--http2 / --no-http2)
+    bool http2 = true;
+
+    /// The most HTTP/2 streams a client may have open on one connection; advertised in
+    /// SETTINGS, further ones are refused. (--http2-max-concurrent-streams)
+    std::uint32_t http2_max_concurrent_streams = 100;
+
+    /// The most HTTP/2 streams (requests) one connection serves; after it a GOAWAY sends the
+    /// client to a new connection, as HTTP/1.1 keep-alive limits do. (--http2-max-requests)
+    std::uint64_t http2_max_requests = 10000;
+
     /// Serve WebSocket upgrades; false answers them as plain HTTP. (--ws auto|none)
     bool ws = true;
 

@@ -21,6 +21,12 @@
 #endif
 #endif
 
+// HTTP/2 on nghttp2: CMake defines CSERVE_HTTP2=1 and links libnghttp2 (CSERVE_HTTP2=OFF
+// builds without it). Without CMake, define it and link -lnghttp2 yourself.
+#ifndef CSERVE_HTTP2
+#define CSERVE_HTTP2 0
+#endif
+
 #if defined(CSERVE_HEADER_ONLY)
 #define CSERVE_DECL inline
 #else

@@ -57,7 +57,7 @@ CSERVE_DECL std::shared_ptr<net::ssl::context> make_tls_context(config const& cf
 CSERVE_DECL std::shared_ptr<net::ssl::context> load_tls_context(config const& cfg, ticket_key const& key);
 
 // What every serving context gets, a factory's too: ALPN, released buffers, no renegotiation.
-CSERVE_DECL void prepare_tls_context(net::ssl::context& ctx);
+CSERVE_DECL void prepare_tls_context(net::ssl::context& ctx, bool http2);
 
 // The ASGI "tls" extension for a connection whose handshake is complete.
 CSERVE_DECL tls_info make_tls_info(SSL* ssl);
@@ -341,6 +341,13 @@ struct stream_ops<tls_stream> {
     tls(stream& s) noexcept
     {
         return &s;
+    }
+
+    // The protocol ALPN chose ("h2" hands the connection to HTTP/2).
+    static std::string_view
+    alpn(stream& s) noexcept
+    {
+        return alpn_protocol(s.native_handle());
     }
 };
 

@@ -195,6 +195,18 @@ flag_table()
              else
                  bad_value(n, v, "one of auto, on, off");
          }},
+        {"--http2", "", "Serve HTTP/2: ALPN h2 over TLS, h2c by prior knowledge or Upgrade.  [default: on]",
+         [](config& c, std::string_view, std::string_view) { c.http2 = true; }},
+        {"--no-http2", "", "Serve HTTP/1.1 only.",
+         [](config& c, std::string_view, std::string_view) { c.http2 = false; }},
+        {"--http2-max-concurrent-streams", "INTEGER", "Maximum open HTTP/2 streams per connection.  [default: 100]",
+         [](config& c, std::string_view n, std::string_view v) {
+             c.http2_max_concurrent_streams = parse_integer<std::uint32_t>(n, v, 1, 1u << 20);
+         }},
+        {"--http2-max-requests", "INTEGER", "Maximum HTTP/2 streams one connection serves before GOAWAY.  [default: 10000]",
+         [](config& c, std::string_view n, std::string_view v) {
+             c.http2_max_requests = parse_integer<std::uint64_t>(n, v, 1, std::uint64_t(1) << 62);
+         }},
         {"--ws", "[auto|none]", "WebSocket protocol implementation; none serves upgrades as plain HTTP.  [default: auto]",
          [](config& c, std::string_view n, std::string_view v) {
              if (v == "auto")

@@ -21,6 +21,7 @@
 #include <cserve/impl/tls.ipp>
 #include <cserve/impl/websocket/io.ipp>
 #include <cserve/impl/websocket/session.ipp>
+#include <cserve/impl/http2/session.ipp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>

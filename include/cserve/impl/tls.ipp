@@ -71,14 +71,19 @@ pem_key_is_encrypted(std::string const& path)
     return false;
 }
 
-// ALPN (RFC 7301): the server's preference among what the client offers. A client that
-// offers only protocols we do not speak gets the no_application_protocol alert.
+// ALPN (RFC 7301): the server's preference among what the client offers, h2 first when HTTP/2
+// is on (`arg` non-null). A client that offers only protocols we do not speak gets the
+// no_application_protocol alert.
 inline int
-select_alpn(SSL*, unsigned char const** out, unsigned char* outlen, unsigned char const* in, unsigned inlen, void*)
+select_alpn(SSL*, unsigned char const** out, unsigned char* outlen, unsigned char const* in, unsigned inlen, void* arg)
 {
-    static constexpr unsigned char ours[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+    static constexpr unsigned char with_h2[] = {2, 'h', '2', 8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+    static constexpr unsigned char http11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+    unsigned char const* ours = arg ? with_h2 : http11;
+    unsigned ours_len = arg ? sizeof with_h2 : sizeof http11;
     unsigned char* chosen = nullptr;
-    if (SSL_select_next_proto(&chosen, outlen, ours, sizeof ours, in, inlen) != OPENSSL_NPN_NEGOTIATED)
+    // SSL_select_next_proto walks the server's list in order and takes the first the client has.
+    if (SSL_select_next_proto(&chosen, outlen, ours, ours_len, in, inlen) != OPENSSL_NPN_NEGOTIATED)
         return SSL_TLSEXT_ERR_ALERT_FATAL;
     *out = chosen;
     return SSL_TLSEXT_ERR_OK;
@@ -308,7 +313,7 @@ make_ticket_key()
 }
 
 void
-prepare_tls_context(net::ssl::context& ctx)
+prepare_tls_context(net::ssl::context& ctx, bool http2)
 {
     using namespace tls_impl;
     SSL_CTX* c = ctx.native_handle();
@@ -317,7 +322,8 @@ prepare_tls_context(net::ssl::context& ctx)
     // Renegotiation is a denial-of-service lever and useless to HTTP/1.1 (RFC 9113 forbids it
     // under HTTP/2).
     SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-    SSL_CTX_set_alpn_select_cb(c, select_alpn, nullptr);
+    static char h2_on = 1;
+    SSL_CTX_set_alpn_select_cb(c, select_alpn, http2 && CSERVE_HTTP2 ? &h2_on : nullptr);
     // Read what the socket has, up to a record's worth, with one recv instead of two per record
     // (header, then body).
     SSL_CTX_set_read_ahead(c, 1);
@@ -396,7 +402,7 @@ make_tls_context(config const& cfg, ticket_key const& key)
     if (SSL_CTX_set_tlsext_ticket_keys(c, const_cast<unsigned char*>(key.bytes), sizeof key.bytes) != 1)
         throw tls_config_error("cannot set the session ticket key: " + openssl_reason());
 
-    prepare_tls_context(*ctx);
+    prepare_tls_context(*ctx, cfg.http2);
     return ctx;
 }
 
@@ -413,7 +419,7 @@ load_tls_context(config const& cfg, ticket_key const& key)
     }
     if (!ctx)
         throw tls_config_error("ssl_context_factory returned no context");
-    prepare_tls_context(*ctx);
+    prepare_tls_context(*ctx, cfg.http2);
     return ctx;
 }
 

@@ -37,6 +37,11 @@ namespace cserve::detail {
 
 template <class Stream>
 class websocket_session;
+template <class Stream>
+class http2_session;
+namespace http2 {
+struct upgrade_request;
+}
 
 // The inline buffer an idle connection reads into. Most requests of benchmarks and API
 // clients fit; a longer one costs one more recv.
@@ -208,6 +213,11 @@ private:
     serve_task serve(std::shared_ptr<http1_connection> self);
     void after_serve(std::exception_ptr e) noexcept;
     task<> run_websocket();
+    bool may_be_http2() noexcept;
+    task<int> detect_http2();
+    bool is_h2c_upgrade() const noexcept;
+    task<int> upgrade_h2c();
+    task<> run_http2(std::optional<http2::upgrade_request> up);
     task<> close_gracefully(bool linger);
 
     // request.ipp
@@ -255,6 +265,7 @@ private:
     net::cancellation_signal monitor_; // the disconnect watch inside receive()
     net::steady_timer* write_waiter_ = nullptr; // send() waiting for a 100 Continue write
     std::weak_ptr<websocket_session<Stream>> ws_; // while the connection is a WebSocket
+    std::weak_ptr<http2_session<Stream>> h2_;     // while the connection speaks HTTP/2
     std::optional<address> client_;
     std::optional<address> server_;
 
@@ -265,6 +276,7 @@ private:
     bool monitoring_ = false;
     bool writing_ = false;
     bool quiet_ = false; // no access-log line: a WebSocket denial logs its own
+    bool fresh_ = true;  // no request yet: the first bytes may be HTTP/2's preface
     unsigned char unwritten_sends_ = 0; // send() calls that wrote nothing: see pause_unwritten
 
     // HTTP/1.1 framing of the response being written.

@@ -6,6 +6,7 @@
 #include <cserve/detail/http1/connection.hpp>
 #include <cserve/detail/response_head.hpp>
 #include <cserve/detail/websocket/session.hpp>
+#include <cserve/detail/http2/session.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -76,6 +77,10 @@ http1_connection<Stream>::begin_drain() noexcept
     draining_ = true;
     if (auto ws = ws_.lock())
         ws->begin_drain();
+#if CSERVE_HTTP2
+    if (auto h2 = h2_.lock())
+        h2->begin_drain();
+#endif
     if (phase_ == phase::idle) {
         // The client may have sent its next request already, not yet knowing that we
         // are closing (the keep-alive race of RFC 9112 §9.3.1). Give it a moment to
@@ -98,6 +103,10 @@ http1_connection<Stream>::force_close() noexcept
         write_waiter_->cancel();
     monitor_.emit(net::cancellation_type::terminal);
     cancel_.emit(net::cancellation_type::terminal);
+#if CSERVE_HTTP2
+    if (auto h2 = h2_.lock())
+        h2->force_close();
+#endif
 }
 
 template <class Stream>
@@ -320,6 +329,23 @@ http1_connection<Stream>::serve(std::shared_ptr<http1_connection>)
         bool linger = false; // whether unread input may follow: see close_gracefully
         for (;;) {
             start_request();
+#if CSERVE_HTTP2
+            if (fresh_) {
+                fresh_ = false;
+                if (srv_.cfg_.http2 && may_be_http2()) {
+                    int h2 = co_await detect_http2();
+                    if (h2 < 0)
+                        break;
+                    if (h2 > 0) {
+                        co_await run_http2(std::nullopt);
+                        if (closed_)
+                            co_return;
+                        linger = false;
+                        break;
+                    }
+                }
+            }
+#endif
             std::size_t parsed = 0;
             int status = parse_header(parsed);
             if (status == http1::need_more)
@@ -343,6 +369,20 @@ http1_connection<Stream>::serve(std::shared_ptr<http1_connection>)
                 linger = !req_->x.body_complete() || req_->in.size() > 0;
                 break;
             }
+#if CSERVE_HTTP2
+            if (srv_.cfg_.http2 && is_h2c_upgrade()) {
+                int up = co_await upgrade_h2c();
+                if (closed_)
+                    co_return;
+                if (up != 0) {
+                    linger = up > 0;
+                    if (up > 0)
+                        co_await write_error(up);
+                    break;
+                }
+                // Not taken (a body too large to read first): served as HTTP/1.1.
+            }
+#endif
             if (srv_.cfg_.ws && is_websocket_upgrade()) {
                 // The connection becomes a WebSocket (or gets its denial response) and ends.
                 co_await run_websocket();
@@ -447,6 +487,138 @@ http1_connection<Stream>::close_gracefully(bool linger)
     }
     stream_.lowest_layer().close(ec);
 }
+
+#if CSERVE_HTTP2
+
+//------------------------------------------------------------------------------
+// HTTP/2: the connection hands its stream to an http2_session.
+
+template <class Stream>
+bool
+http1_connection<Stream>::may_be_http2() noexcept
+{
+    if constexpr (requires { ops::alpn(stream_); }) {
+        if (ops::alpn(stream_) == "h2")
+            return true;
+    }
+    auto& in = req_->in;
+    return http2::match_preface({static_cast<char const*>(in.data().data()), in.size()}) != http2::preface_match::no;
+}
+
+template <class Stream>
+task<int>
+http1_connection<Stream>::detect_http2()
+{
+    // ALPN said h2: whatever follows is HTTP/2's (nghttp2 judges the preface).
+    if constexpr (requires { ops::alpn(stream_); }) {
+        if (ops::alpn(stream_) == "h2")
+            co_return 1;
+    }
+    // Prior knowledge: the first bytes are the preface. Part of it may still be on its way.
+    for (;;) {
+        auto& in = req_->in;
+        auto m = http2::match_preface({static_cast<char const*>(in.data().data()), in.size()});
+        if (m != http2::preface_match::maybe)
+            co_return m == http2::preface_match::yes ? 1 : 0;
+        srv_.deadlines_.set(*this, deadline_kind::request_header);
+        auto [ec, n] = co_await stream_.async_read_some(in.prepare(read_block), http1::use_tuple);
+        if (ec)
+            co_return -1;
+        in.commit(n);
+    }
+}
+
+template <class Stream>
+bool
+http1_connection<Stream>::is_h2c_upgrade() const noexcept
+{
+    // RFC 7540 §3.2: "Upgrade: h2c", one HTTP2-Settings, both named in Connection; not over TLS.
+    if constexpr (stream_ops<Stream>::secure)
+        return false;
+    if (req_->head_info.version != 11)
+        return false;
+    bool upgrade = false;
+    bool connection = false;
+    int settings = 0;
+    for (auto const& [name, value] : req_->scope.headers) {
+        if (name == "upgrade")
+            upgrade = upgrade || list_has(value, "h2c");
+        else if (name == "connection")
+            connection = connection || (list_has(value, "upgrade") && list_has(value, "http2-settings"));
+        else if (name == "http2-settings")
+            ++settings;
+    }
+    return upgrade && connection && settings == 1;
+}
+
+template <class Stream>
+task<int>
+http1_connection<Stream>::upgrade_h2c()
+{
+    // 0: not taken (served as HTTP/1.1); -1: served over HTTP/2 and done; else an error status.
+    http2::upgrade_request up;
+    up.method = req_->scope.method;
+    up.target = req_->head_info.target.in(req_->head);
+    for (auto const& [name, value] : req_->scope.headers) {
+        if (name == "http2-settings") {
+            if (!http2::decode_base64url(value, up.settings) || up.settings.size() % 6 != 0)
+                co_return 400;
+        } else if (name != "connection" && name != "upgrade" && name != "keep-alive" && name != "te" &&
+                   name != "transfer-encoding" && name != "proxy-connection") {
+            up.headers.emplace_back(std::string(name), std::string(value));
+        }
+    }
+    // The whole body comes first over HTTP/1.1 (RFC 7540 §3.2); a large one is not worth
+    // holding back the switch for: such a request is served over HTTP/1.1.
+    if (!req_->x.body_complete()) {
+        auto len = req_->parser->content_length();
+        if (!len || *len > http1::body_chunk)
+            co_return 0;
+        while (!req_->x.body_complete()) {
+            auto e = co_await read_body();
+            auto* r = std::get_if<http::request>(&e);
+            if (!r || req_->x.body_invalid())
+                co_return req_->x.body_invalid() ? 400 : -1;
+            up.body += r->body;
+            if (!r->more_body)
+                break;
+        }
+        req_->x.body_received();
+    }
+    static constexpr std::string_view switching =
+        "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
+    auto [ec, n] = co_await net::async_write(stream_, net::buffer(switching), http1::use_tuple);
+    if (ec)
+        co_return -1;
+    co_await run_http2(std::move(up));
+    co_return -1;
+}
+
+template <class Stream>
+task<>
+http1_connection<Stream>::run_http2(std::optional<http2::upgrade_request> up)
+{
+    phase_ = phase::busy;
+    srv_.deadlines_.clear(*this);
+    auto& in = req_->in;
+    auto h2 = std::make_shared<http2_session<Stream>>(http2_start<Stream>{
+        .srv = srv_,
+        .stream = stream_,
+        .buffered = {static_cast<char const*>(in.data().data()), in.size()},
+        .client = client_,
+        .server = server_,
+        .client_text = client_text(),
+        .upgrade = std::move(up),
+        .owner = this->shared_from_this(),
+    });
+    h2_ = h2;
+    if (draining_)
+        h2->begin_drain();
+    co_await h2->run();
+    in.clear();
+}
+
+#endif // CSERVE_HTTP2
 
 //------------------------------------------------------------------------------
 // upgrade_host: the WebSocket session's view of the connection before its handshake.
