@@ -400,7 +400,17 @@ http2_session<Stream>::feed(char const* data, std::size_t n)
         if (srv_.log_.enabled(log_level::debug))
             srv_.log_.log(log_level::debug,
                           "HTTP/2 client " + client_text_ + ": " + nghttp2_strerror(static_cast<int>(rv)));
-        go_away(rv == NGHTTP2_ERR_FLOODED ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR);
+        if (rv == NGHTTP2_ERR_FLOODED) {
+            // The peer does not read what it asks for (PING or SETTINGS acknowledgements): a
+            // GOAWAY would wait behind them. The connection ends now.
+            srv_.log_.log(log_level::warning, "HTTP/2 client " + client_text_ + " floods the connection: closing");
+            failed_ = true;
+            boost::system::error_code ec;
+            stream_.lowest_layer().cancel(ec);
+            done_.cancel();
+        } else {
+            go_away(NGHTTP2_PROTOCOL_ERROR);
+        }
     }
     wake_writer();
 }
@@ -418,6 +428,8 @@ http2_session<Stream>::read_loop()
             break;
         }
         feed(buf.get(), n);
+        if (!nghttp2_session_want_read(session_))
+            break; // a GOAWAY is on its way, and no stream is open
     }
 }
 
