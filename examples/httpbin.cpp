@@ -14,6 +14,9 @@
 //   GET /delay/{ms}       waits, then "done"
 //   GET /block/{ms}       blocks the worker's event loop (a synchronous sleep), then "done";
 //                         what the --workers watchdog (--timeout-worker-healthcheck) catches
+//   GET /early-hints      a 103 Early Hints with two Link headers, then "hinted"
+//   GET /trailers         "body" in a chunked (HTTP/1.1) or framed (HTTP/2) body, then the
+//                         trailer x-checksum: abc
 //   GET /error/before     throws before the response starts   -> 500
 //   GET /error/started    throws after response_start, before any body -> 500
 //   GET /error/after      throws after 5 of its 10 body bytes -> connection closed
@@ -380,6 +383,14 @@ app(app_state& st, cserve::scope& scope, cserve::receive receive, cserve::send s
         net::steady_timer timer(co_await net::this_coro::executor, std::chrono::milliseconds(*number(*ms)));
         co_await timer.async_wait(net::use_awaitable);
         co_await respond(send, 200, "done");
+    } else if (get && path == "/early-hints") {
+        co_await send(http::response_early_hint{
+            .links = {"</style.css>; rel=preload; as=style", "<https://cdn.example>; rel=preconnect"}});
+        co_await respond(send, 200, "hinted");
+    } else if (get && path == "/trailers") {
+        co_await send(http::response_start{.status = 200, .headers = {{"content-type", "text/plain"}}, .trailers = true});
+        co_await send(http::response_body{.body = "body"});
+        co_await send(http::response_trailers{.headers = {{"x-checksum", "abc"}}});
     } else if (get && path == "/error/before") {
         throw std::runtime_error("failure before the response started");
     } else if (get && path == "/error/started") {

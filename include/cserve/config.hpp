@@ -141,6 +141,12 @@ struct config {
     /// after the connection opened) is cut off with 408. (--timeout-request-header)
     std::chrono::milliseconds timeout_request_header = std::chrono::seconds(30);
 
+    /// Close a connection whose client has taken none of a response's bytes for this long:
+    /// a write that cannot go on (the client does not read, or an HTTP/2 peer keeps its
+    /// flow-control window shut). As nginx's send_timeout, it bounds each stall, not the
+    /// whole response. (--timeout-write)
+    std::chrono::milliseconds timeout_write = std::chrono::seconds(60);
+
     /// The largest request line plus header accepted; larger is a 431. (--max-header-bytes)
     std::size_t max_header_bytes = 16 * 1024;
 

@@ -68,6 +68,15 @@ struct response_body {
     bool more_body = false;
 };
 
+/// A 103 Early Hints interim response (RFC 8297; ASGI's "http.response.early_hint"
+/// extension): each of `links` becomes a Link header, so that a browser can start fetching
+/// or preconnecting while the application prepares its response. Only before
+/// `response_start`, and as often as needed; an HTTP/1.0 client gets none (1xx responses are
+/// not for it). A link with a CR, LF or NUL makes send() throw.
+struct response_early_hint {
+    std::vector<std::string> links;
+};
+
 /// Trailer fields after the body ("http.response.trailers"); chunked responses only.
 struct response_trailers {
     header_list headers;
@@ -160,7 +169,8 @@ using event = std::variant<
     lifespan::startup_failed,
     lifespan::shutdown,
     lifespan::shutdown_complete,
-    lifespan::shutdown_failed>;
+    lifespan::shutdown_failed,
+    http::response_early_hint>;
 
 /// The ASGI name of an event's type, such as "http.response.start".
 CSERVE_DECL std::string_view event_name(event const& e) noexcept;

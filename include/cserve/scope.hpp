@@ -135,7 +135,7 @@ struct scope {
     state_map state;
 
     /// The ASGI extensions this server supports for the scope, such as
-    /// "http.response.trailers"; "tls" over TLS (see tls()).
+    /// "http.response.trailers" and "http.response.early_hint"; "tls" over TLS (see tls()).
     std::vector<std::string_view> extensions;
 
     /// Over TLS, the connection (see tls()); null over cleartext.

@@ -26,7 +26,9 @@ RST_STREAM mid-response (the other streams unaffected, the application sees the 
 protocol errors (DATA on stream 0, upper-case header names, missing pseudo-headers,
 connection-specific headers, even stream ids, bad frame sizes, a bad preface) answered with
 RST_STREAM or GOAWAY PROTOCOL_ERROR; the rapid reset, PING, SETTINGS and CONTINUATION floods
-ending the connection; --max-header-bytes (SETTINGS_MAX_HEADER_LIST_SIZE, 431 on the stream),
+ending the connection; a connection error while a stream's application still waits (for its
+body, for the client's window, for a disconnect): the connection must still end, and SIGTERM
+still stop the server; --max-header-bytes (SETTINGS_MAX_HEADER_LIST_SIZE, 431 on the stream),
 --limit-request-body (413), --http2-max-concurrent-streams (advertised and enforced),
 --http2-max-requests (GOAWAY after the last), --timeout-keep-alive (GOAWAY on an idle
 connection); --no-http2 (505 for a preface, Upgrade: h2c ignored, ALPN h2 refused); h2load
@@ -37,7 +39,6 @@ Every test talks to 127.0.0.1 only, every socket and subprocess operation is bou
 timeout, and a watchdog aborts the whole run if it ever takes too long.
 """
 
-import base64
 import json
 import os
 import re
@@ -50,7 +51,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
 
@@ -166,10 +166,11 @@ class H2Response:
         self.trailers = None
         self.ended = False       # END_STREAM from the server
         self.reset = None        # the error code of a RST_STREAM from the server
+        self.client_reset = None  # the error code of h2's own reset (the server erred)
 
     @property
     def done(self):
-        return self.ended or self.reset is not None
+        return self.ended or self.reset is not None or self.client_reset is not None
 
     def header(self, name):
         for k, v in self.headers:
@@ -178,9 +179,10 @@ class H2Response:
         return None
 
     def __repr__(self):
-        return "<stream %d: status %r, %d body bytes %r, ended %s, reset %r, headers %r>" % (
-            self.stream_id, self.status, len(self.body), bytes(self.body[:80]), self.ended,
-            self.reset, self.headers)
+        return ("<stream %d: status %r, %d body bytes %r, ended %s, reset %r, client reset "
+                "%r, headers %r>" % (self.stream_id, self.status, len(self.body),
+                                     bytes(self.body[:80]), self.ended, self.reset,
+                                     self.client_reset, self.headers))
 
 
 class ConnectionClosed(Exception):
@@ -196,6 +198,9 @@ class H2Client:
                  start=True):
         self.sock = sock or socket.create_connection((HOST, port), timeout=IO_TIMEOUT)
         self.sock.settimeout(IO_TIMEOUT)
+        # Frames go out as they are made (as curl and nghttp do): with Nagle's algorithm a
+        # small frame waits for the ACK of the previous one.
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.conn = h2.connection.H2Connection(config or h2.config.H2Configuration(
             client_side=True, header_encoding="utf-8"))
         if settings:
@@ -255,10 +260,10 @@ class H2Client:
         elif isinstance(e, h2.events.StreamEnded):
             r.ended = True
         elif isinstance(e, h2.events.StreamReset):
-            if r is not None and not e.remote_reset:
-                return
-            if r is not None:
+            if r is not None and e.remote_reset:
                 r.reset = e.error_code
+            elif r is not None:
+                r.client_reset = e.error_code
         elif isinstance(e, h2.events.ConnectionTerminated):
             self.goaway = e
         elif isinstance(e, h2.events.RemoteSettingsChanged):
@@ -334,15 +339,17 @@ class H2Client:
 
     def send_bodies(self, bodies, chunk=16384, timeout=IO_TIMEOUT * 3):
         """Sends {stream id: body} interleaved, chunk bytes of each in turn, each as far as
-        the server's windows allow (pumping for WINDOW_UPDATEs), and ends the streams."""
+        the server's windows allow (pumping for WINDOW_UPDATEs), and ends the streams. The
+        rest of a body whose stream the server resets is dropped (the test sees the reset)."""
         left = {sid: memoryview(body) for sid, body in bodies.items()}
         deadline = time.monotonic() + timeout
         while left:
             progress = False
             for sid in list(left):
-                if self.responses[sid].reset is not None:
-                    raise AssertionError("stream %d reset by the server while its body was "
-                                         "sent: %r" % (sid, self.responses[sid]))
+                r = self.responses[sid]
+                if r.reset is not None or r.client_reset is not None:
+                    del left[sid]
+                    continue
                 rest = left[sid]
                 if not rest:
                     self.conn.end_stream(sid)
@@ -402,13 +409,6 @@ def frame(ftype, flags, sid, payload=b""):
     return struct.pack(">I", len(payload))[1:] + struct.pack(">BBI", ftype, flags, sid) + payload
 
 
-def settings_payload(**values):
-    ids = {"max_concurrent_streams": SETTINGS_MAX_CONCURRENT_STREAMS,
-           "initial_window_size": SETTINGS_INITIAL_WINDOW_SIZE,
-           "enable_push": SETTINGS_ENABLE_PUSH}
-    return b"".join(struct.pack(">HI", ids[k], v) for k, v in values.items())
-
-
 class Frame:
     def __init__(self, ftype, flags, sid, payload, headers=None):
         self.type = ftype
@@ -457,6 +457,7 @@ class RawH2:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.settimeout(timeout)
         try:
             self.sock.connect((HOST, port))
@@ -855,7 +856,7 @@ class NegotiationTests(SharedServerTestCase):
             c.wait_all(sids)
             for sid, n in zip(sids, (1, 70000, 3)):
                 self.assertEqual(bytes(c.responses[sid].body), expected_bytes(n))
-            # HEAD upgraded: headers only.
+        # HEAD upgraded: headers only.
         head, c, _ = self.upgrade("HEAD", "/bytes/500")
         with c:
             self.assertTrue(head.startswith("HTTP/1.1 101 "), head)
@@ -919,6 +920,7 @@ class NegotiationTests(SharedServerTestCase):
 class StreamTests(SharedServerTestCase):
 
     def test_50_concurrent_streams_byte_for_byte(self):
+        logged = self.server.log_text().count('"POST /echo HTTP/2" 200')
         with H2Client(self.port) as c:
             bodies = {}
             downloads = {}
@@ -945,7 +947,8 @@ class StreamTests(SharedServerTestCase):
                 self.assertTrue(bytes(r.body) == expected_bytes(n),
                                 "stream %d: /bytes/%d differs" % (sid, n))
             self.assertIsNone(c.goaway)
-        self.assertEqual(self.server.log_text().count('"POST /echo HTTP/2" 200'), 25)
+        self.assertTrue(wait_until(lambda: self.server.log_text().count(
+            '"POST /echo HTTP/2" 200') == logged + 25, 2.0), "not 25 access log lines")
 
     def test_streams_are_served_concurrently(self):
         # Three /delay/600 at once take about 0.6 s, not 1.8 s.
@@ -1042,7 +1045,7 @@ class StreamTests(SharedServerTestCase):
         counts, ok, out = h2load(self.url("/bytes/1000"), "-n", "200", "-c", "2", "-m", "10")
         self.assertEqual(counts, (200, 200, 200, 200, 0, 0), out)
         self.assertEqual(ok, 200, out)
-        self.assertIn("h2c", out)
+        self.assertIn("Application protocol: h2c\n", out)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1391,6 +1394,80 @@ class ProtocolErrorTests(SharedServerTestCase):
         self.assert_serves(self.port)
 
 
+class ConnectionErrorWithBusyStreamTests(H2TestCase):
+    """A connection error (GOAWAY from nghttp2) while a stream's application is still busy:
+    the application must learn that the client is gone, the connection must be closed, and
+    the server must still exit on SIGTERM. A server of its own for each test."""
+
+    # From the GOAWAY to the end of the connection, at most.
+    CLOSE_TIMEOUT = 3.0
+
+    def busy_then_error(self, setup, trigger, expected):
+        srv = self.start()
+        with RawH2(srv.port) as c:
+            c.send(frame(SETTINGS, ACK, 0))
+            setup(c)
+            c.read_until(lambda f: False, 0.3)
+            c.send(trigger)
+            eof, frames = c.read_to_eof(self.CLOSE_TIMEOUT)
+            g = goaways(frames)
+            self.assertTrue(g, frames)
+            self.assertEqual(g[-1].error_code, expected, g)
+            self.assertTrue(eof, "the connection stayed open %.0f s after GOAWAY %r"
+                            % (self.CLOSE_TIMEOUT, g[-1]))
+        self.assert_serves(srv.port)
+        self.stop_ok(srv)
+
+    @staticmethod
+    def echo_waiting_for_body(c):
+        c.send(c.headers_frame(1, request_headers("/echo", "POST"), end_stream=False)
+               + frame(DATA, 0, 1, b"abc"))
+
+    def test_data_on_stream_0_while_the_application_waits_for_the_body(self):
+        self.busy_then_error(self.echo_waiting_for_body, frame(DATA, END_STREAM, 0, b"x"),
+                             PROTOCOL_ERROR)
+
+    def test_oversized_frame_while_the_application_waits_for_the_body(self):
+        enc_frame = frame(PING, 0, 0, b"p" * 20000)
+        self.busy_then_error(self.echo_waiting_for_body, enc_frame, FRAME_SIZE_ERROR)
+
+    def test_data_on_stream_0_while_the_application_waits_for_the_window(self):
+        self.busy_then_error(lambda c: c.get(1, "/bytes/%d" % (10 * MIB)),
+                             frame(DATA, END_STREAM, 0, b"x"), PROTOCOL_ERROR)
+
+    def test_data_on_stream_0_while_the_application_waits_for_a_disconnect(self):
+        self.busy_then_error(lambda c: c.get(1, "/disconnect"),
+                             frame(DATA, END_STREAM, 0, b"x"), PROTOCOL_ERROR)
+
+    def test_data_on_stream_0_while_the_application_sleeps(self):
+        self.busy_then_error(lambda c: c.get(1, "/delay/500"),
+                             frame(DATA, END_STREAM, 0, b"x"), PROTOCOL_ERROR)
+
+    def test_rapid_reset_while_a_stream_waits_for_a_disconnect(self):
+        data = bytearray()
+        srv = self.start()
+        with RawH2(srv.port) as c:
+            c.send(frame(SETTINGS, ACK, 0))
+            c.get(1, "/disconnect")
+            c.read_until(lambda f: False, 0.3)
+            for i in range(1, 400):
+                sid = 1 + 2 * i
+                data += c.headers_frame(sid, request_headers("/delay/200"))
+                data += frame(RST_STREAM, 0, sid, struct.pack(">I", CANCEL))
+            try:
+                c.send(bytes(data))
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            eof, frames = c.read_to_eof(self.CLOSE_TIMEOUT)
+            g = goaways(frames)
+            self.assertTrue(g, frames[-5:])
+            self.assertEqual(g[-1].error_code, ENHANCE_YOUR_CALM, g)
+            self.assertTrue(eof, "the connection stayed open %.0f s after GOAWAY %r"
+                            % (self.CLOSE_TIMEOUT, g[-1]))
+        self.assert_serves(srv.port)
+        self.stop_ok(srv)
+
+
 # ---------------------------------------------------------------------------------------
 # Limits and settings
 # ---------------------------------------------------------------------------------------
@@ -1434,6 +1511,20 @@ class LimitTests(H2TestCase):
             self.assertEqual((r.status, json.loads(bytes(r.body))), (200, {"bytes": 1000}))
             r = c.request("/echo", "POST", extra=[("content-length", "1000")], body=b"e" * 1000)
             self.assertEqual((r.status, bytes(r.body)), (200, b"e" * 1000))
+            # Past the limit once the response has started (/echo sends what it read): the
+            # stream is reset.
+            sid = c.start("/echo", "POST", end_stream=False)
+            c.conn.send_data(sid, b"a" * 600)
+            c.flush()
+            c.wait_for(lambda: len(c.responses[sid].body) == 600)
+            c.conn.send_data(sid, b"b" * 600, end_stream=True)
+            c.flush()
+            c.wait_for(lambda: c.responses[sid].done)
+            r = c.responses[sid]
+            self.assertEqual((r.status, bytes(r.body), r.reset), (200, b"a" * 600,
+                                                                   INTERNAL_ERROR), r)
+            r = c.request("/bytes/5")
+            self.assertEqual((r.status, bytes(r.body)), (200, b"abcde"))
             self.assertIsNone(c.goaway)
         self.stop_ok(srv)
 
@@ -1621,7 +1712,7 @@ class TlsTests(H2TestCase):
         counts, ok, out = h2load(self.url("/bytes/1000"), "-n", "200", "-c", "2", "-m", "10")
         self.assertEqual(counts, (200, 200, 200, 200, 0, 0), out)
         self.assertEqual(ok, 200, out)
-        self.assertIn("h2", out)
+        self.assertIn("Application protocol: h2\n", out)
 
     def test_no_http2_refuses_alpn_h2_only(self):
         srv = self.start("--ssl-certfile", self.cert, "--ssl-keyfile", self.key, "--no-http2")

@@ -12,8 +12,9 @@ for rotation), its key also encrypted with a password, client certificates from 
 (one directly, one under an intermediate CA), and a client certificate from another CA.
 
 Covers: https round trips (a 5 MiB body through /echo), keep-alive and pipelining over one
-TLS connection, concurrent TLS clients; ALPN (http/1.1 chosen, a client offering only h2
-refused); mutual TLS (--ssl-cert-reqs 2, also on a resumed session) and optional client
+TLS connection, concurrent TLS clients; ALPN (h2 preferred to http/1.1, http/1.1 when only
+it is offered, a client offering only h2 refused under --no-http2); mutual TLS
+(--ssl-cert-reqs 2, also on a resumed session) and optional client
 certificates (--ssl-cert-reqs 1, also over wss), with every field
 of the ASGI "tls" extension in /scope checked against what openssl and the client see (the
 certificates' DER, the subject in RFC 4514 form, the TLS version, the IANA id of the cipher
@@ -623,20 +624,50 @@ class HttpsTests(SharedTlsServerTestCase):
         self.assertFalse(any(t.is_alive() for t in threads), "clients still running")
         self.assertEqual(errors, [])
 
-    def test_alpn_selects_http11_from_h2_and_http11(self):
-        with TlsConn(self.port, client_context(alpn=["h2", "http/1.1"])) as c:
+    def assert_speaks_http2(self, c):
+        """The server's first frame on an h2 connection is its SETTINGS (RFC 9113 §3.4)."""
+        c.sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"      # the preface
+                       b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # an empty SETTINGS
+        head = b""
+        while len(head) < 9:
+            data = c.sock.recv(9 - len(head))
+            self.assertTrue(data, "the connection ended before the server's SETTINGS")
+            head += data
+        self.assertEqual((head[3], head[5:9]), (4, b"\x00\x00\x00\x00"), head)
+
+    def test_alpn_prefers_h2_then_http11(self):
+        # h2 and http/1.1 offered (in either order): h2, the server's preference.
+        for offer in (["h2", "http/1.1"], ["http/1.1", "h2"]):
+            with self.subTest(offer=offer):
+                with TlsConn(self.port, client_context(alpn=offer)) as c:
+                    self.assertEqual(c.sock.selected_alpn_protocol(), "h2")
+                    self.assert_speaks_http2(c)
+        # Only http/1.1 offered: http/1.1.
+        with TlsConn(self.port, client_context(alpn=["http/1.1"])) as c:
             self.assertEqual(c.sock.selected_alpn_protocol(), "http/1.1")
             self.assertEqual(c.request("/")[2], b"Hello, world!")
-        # No ALPN offered: none selected, served all the same.
+        # No ALPN offered: none selected, served all the same (HTTP/1.1).
         with TlsConn(self.port, client_context()) as c:
             self.assertIsNone(c.sock.selected_alpn_protocol())
             self.assertEqual(c.request("/")[2], b"Hello, world!")
 
-    def test_alpn_h2_only_is_refused_with_no_application_protocol(self):
-        err = handshake_error(self.port, client_context(alpn=["h2"]))
+    def test_alpn_h2_only_negotiates_h2(self):
+        with TlsConn(self.port, client_context(alpn=["h2"])) as c:
+            self.assertEqual(c.sock.selected_alpn_protocol(), "h2")
+            self.assert_speaks_http2(c)
+        self.assert_serves(self.port)
+
+    def test_alpn_h2_only_is_refused_without_http2(self):
+        srv = self.start(*tls_args(None, None, "--no-http2"))
+        err = handshake_error(srv.port, client_context(alpn=["h2"]))
         self.assertIsNotNone(err, "a client offering only h2 completed the handshake")
         self.assertIn("no application protocol", str(err).lower())
-        self.assert_serves(self.port)
+        # h2 and http/1.1 offered: http/1.1.
+        with TlsConn(srv.port, client_context(alpn=["h2", "http/1.1"])) as c:
+            self.assertEqual(c.sock.selected_alpn_protocol(), "http/1.1")
+            self.assertEqual(c.request("/")[2], b"Hello, world!")
+        self.assert_serves(srv.port)
+        self.stop_ok(srv)
 
     def test_tls_extension_matches_openssl_tls13(self):
         ids = cipher_ids()

@@ -41,7 +41,8 @@ TEST_CASE("event: event_name gives the ASGI type of every alternative", "[event]
     CHECK(cserve::event_name(lifespan::shutdown{}) == "lifespan.shutdown");
     CHECK(cserve::event_name(lifespan::shutdown_complete{}) == "lifespan.shutdown.complete");
     CHECK(cserve::event_name(lifespan::shutdown_failed{}) == "lifespan.shutdown.failed");
-    CHECK(std::variant_size_v<cserve::event> == 17);
+    CHECK(cserve::event_name(http::response_early_hint{}) == "http.response.early_hint");
+    CHECK(std::variant_size_v<cserve::event> == 18);
 }
 
 TEST_CASE("event: events have the ASGI defaults", "[event][defaults]")

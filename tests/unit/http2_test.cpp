@@ -25,6 +25,8 @@ using cserve::task;
 // One response as the client saw it.
 struct h2_response {
     std::map<std::string, std::string> headers;
+    std::vector<std::string> statuses; // every :status, interim ones first
+    bool trailer_block = false;        // the header block being received is the trailers
     std::string body;
     std::map<std::string, std::string> trailers;
     bool closed = false;
@@ -34,17 +36,19 @@ struct h2_response {
 // An HTTP/2 client over a loopback socket: nghttp2's client session, pumped by hand.
 class h2_client {
 public:
-    h2_client()
+    explicit h2_client(std::uint32_t window = 65535)
     {
         nghttp2_session_callbacks* cb = nullptr;
         nghttp2_session_callbacks_new(&cb);
         nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+        nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data);
         nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_close);
         nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame);
         nghttp2_session_client_new(&session_, cb, this);
         nghttp2_session_callbacks_del(cb);
-        nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, nullptr, 0);
+        nghttp2_settings_entry iv{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, window};
+        nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, &iv, 1);
     }
     ~h2_client() { nghttp2_session_del(session_); }
 
@@ -106,10 +110,21 @@ private:
     {
         auto& r = self(user).responses[f->hd.stream_id];
         std::string n(reinterpret_cast<char const*>(name), namelen), v(reinterpret_cast<char const*>(value), valuelen);
-        if (f->headers.cat == NGHTTP2_HCAT_HEADERS)
+        if (r.trailer_block)
             r.trailers[n] = v;
         else
             r.headers[n] = v;
+        if (n == ":status")
+            r.statuses.push_back(v);
+        return 0;
+    }
+
+    static int
+    on_begin_headers(nghttp2_session*, nghttp2_frame const* f, void* user)
+    {
+        // A header block after a final status is the trailers.
+        auto& r = self(user).responses[f->hd.stream_id];
+        r.trailer_block = !r.statuses.empty() && r.statuses.back()[0] != '1';
         return 0;
     }
 
@@ -192,6 +207,10 @@ h2_app()
             co_await send(http::response_start{.status = 200, .trailers = true});
             co_await send(http::response_body{.body = "body"});
             co_await send(http::response_trailers{.headers = {{"X-Checksum", "abc"}}});
+        } else if (scope.path == "/hints") {
+            co_await send(http::response_early_hint{.links = {"</a.css>; rel=preload; as=style"}});
+            co_await send(http::response_start{.status = 200});
+            co_await send(http::response_body{.body = "hinted"});
         } else if (scope.path == "/throw-before") {
             throw std::runtime_error("before");
         } else if (scope.path == "/throw-after") {
@@ -232,7 +251,7 @@ TEST_CASE("http2: concurrent streams on one connection, each an exchange")
     std::string big(300000, '\0');
     for (std::size_t i = 0; i < big.size(); ++i)
         big[i] = static_cast<char>('a' + i % 26);
-    std::int32_t scope_id = 0, echo_id = 0, head_id = 0, trailer_id = 0, missing_id = 0;
+    std::int32_t scope_id = 0, echo_id = 0, head_id = 0, trailer_id = 0, missing_id = 0, hints_id = 0;
     auto r = ct::run_server(h2_app(), ct::test_config(), [&](unsigned short port) -> task<> {
         auto s = co_await ct::connect(port);
         scope_id = c.request("GET", "/scope?x=1");
@@ -240,8 +259,9 @@ TEST_CASE("http2: concurrent streams on one connection, each an exchange")
         head_id = c.request("HEAD", "/scope");
         trailer_id = c.request("GET", "/trailers");
         missing_id = c.request("GET", "/missing");
+        hints_id = c.request("GET", "/hints");
         co_await c.pump(s, [&] {
-            for (auto id : {scope_id, echo_id, head_id, trailer_id, missing_id})
+            for (auto id : {scope_id, echo_id, head_id, trailer_id, missing_id, hints_id})
                 if (!c.responses[id].closed)
                     return false;
             return true;
@@ -259,6 +279,9 @@ TEST_CASE("http2: concurrent streams on one connection, each an exchange")
     CHECK(c.responses[trailer_id].body == "body");
     CHECK(c.responses[trailer_id].trailers["x-checksum"] == "abc"); // lower-cased for HTTP/2
     CHECK(c.responses[missing_id].headers[":status"] == "404");
+    CHECK(c.responses[hints_id].statuses == std::vector<std::string>{"103", "200"}); // a non-final HEADERS first
+    CHECK(c.responses[hints_id].headers["link"] == "</a.css>; rel=preload; as=style");
+    CHECK(c.responses[hints_id].body == "hinted");
 }
 
 TEST_CASE("http2: a failing application costs its own stream only")
@@ -311,6 +334,28 @@ TEST_CASE("http2: a graceful shutdown sends GOAWAY and lets the open stream fini
     CHECK(c.responses[slow].body == "late");
     CHECK(c.responses[slow].error == 0);
     CHECK(c.eof);
+}
+
+TEST_CASE("http2: a peer that keeps its window shut is dropped after timeout_write")
+{
+    h2_client c(0); // no stream may be sent a byte of DATA
+    std::int32_t id = 0;
+    auto cfg = ct::test_config();
+    cfg.timeout_write = std::chrono::milliseconds(300);
+    std::chrono::steady_clock::duration waited{};
+    auto r = ct::run_server(h2_app(), cfg, [&](unsigned short port) -> task<> {
+        auto s = co_await ct::connect(port);
+        id = c.request("POST", "/echo", std::string(200000, 'x'), true);
+        auto const start = std::chrono::steady_clock::now();
+        co_await c.pump(s, [] { return false; }); // until the server closes
+        waited = std::chrono::steady_clock::now() - start;
+    });
+    CSERVE_REQUIRE_RUN(r);
+    CHECK(c.eof);
+    CHECK(c.responses[id].body.empty());
+    CHECK(waited >= std::chrono::milliseconds(250));
+    CHECK(waited < std::chrono::seconds(5));
+    CHECK(r.logged("read nothing of its responses for --timeout-write"));
 }
 
 #endif // CSERVE_HTTP2

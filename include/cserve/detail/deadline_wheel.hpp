@@ -24,6 +24,7 @@ enum class deadline_kind : unsigned char {
     keep_alive,     ///< config::timeout_keep_alive: idle between requests, skipping a body
     drain,          ///< drain_grace: an idle connection of a draining server
     linger,         ///< linger_time: a closing connection reading what the peer still sends
+    write,          ///< config::timeout_write: a response write that makes no progress
     none,
 };
 
@@ -78,7 +79,8 @@ public:
     CSERVE_DECL deadline_wheel(boost::asio::any_io_executor ex, bool multi_threaded) noexcept;
 
     // The duration of each kind (before any deadline is set).
-    CSERVE_DECL void durations(clock::duration request_header, clock::duration keep_alive) noexcept;
+    CSERVE_DECL void durations(clock::duration request_header, clock::duration keep_alive,
+                               clock::duration write = std::chrono::seconds(60)) noexcept;
 
     // `e`'s deadline is now + the duration of `k`, in place of any it had.
     CSERVE_DECL void set(deadline_entry& e, deadline_kind k) noexcept;
@@ -121,9 +123,9 @@ private:
 
     bool multi_threaded_;
     std::mutex mutex_;
-    std::array<list, 4> lists_;
-    std::array<clock::duration, 4> durations_{clock::duration::zero(), clock::duration::zero(), drain_grace,
-                                              linger_time};
+    std::array<list, 5> lists_;
+    std::array<clock::duration, 5> durations_{clock::duration::zero(), clock::duration::zero(), drain_grace,
+                                              linger_time, std::chrono::seconds(60)};
     boost::asio::steady_timer timer_;
     clock::time_point armed_ = clock::time_point::max();
 };

@@ -17,8 +17,9 @@ deadline_wheel::deadline_wheel(boost::asio::any_io_executor ex, bool multi_threa
 }
 
 void
-deadline_wheel::durations(clock::duration request_header, clock::duration keep_alive) noexcept
+deadline_wheel::durations(clock::duration request_header, clock::duration keep_alive, clock::duration write) noexcept
 {
+    durations_[static_cast<std::size_t>(deadline_kind::write)] = write;
     durations_[static_cast<std::size_t>(deadline_kind::request_header)] = request_header;
     durations_[static_cast<std::size_t>(deadline_kind::keep_alive)] = keep_alive;
 }

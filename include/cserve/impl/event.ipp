@@ -30,6 +30,7 @@ event_name(event const& e) noexcept
         "lifespan.shutdown",
         "lifespan.shutdown.complete",
         "lifespan.shutdown.failed",
+        "http.response.early_hint",
     };
     return names[e.index()];
 }

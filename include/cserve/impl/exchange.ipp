@@ -94,6 +94,12 @@ exchange::check_send(event const& e) const
             throw_unexpected(e, "before 'http.response.start'");
         if (body_done())
             throw_unexpected(e, "after response already completed");
+    } else if (std::holds_alternative<http::response_early_hint>(e)) {
+        if (started())
+            throw_unexpected(e, "after response already started");
+        for (auto const& link : std::get<http::response_early_hint>(e).links)
+            if (!http1::valid_field_value(link))
+                throw boost::system::system_error(make_error_code(error::invalid_header), "invalid early hint link");
     } else if (std::holds_alternative<http::response_trailers>(e)) {
         if (!trailers_ || !body_done() || completed())
             throw_unexpected(e, "when no trailers are expected");

@@ -170,6 +170,13 @@ flag_table()
          [](config& c, std::string_view n, std::string_view v) { c.timeout_keep_alive = parse_seconds(n, v); }},
         {"--timeout-graceful-shutdown", "SECONDS", "Maximum number of seconds to wait for graceful shutdown.  [default: none]",
          [](config& c, std::string_view n, std::string_view v) { c.timeout_graceful_shutdown = parse_seconds(n, v); }},
+        {"--timeout-write", "SECONDS", "Close a connection whose client has read nothing of a response for this long.  [default: 60]",
+         [](config& c, std::string_view n, std::string_view v) {
+             auto t = parse_seconds(n, v);
+             if (t.count() <= 0)
+                 bad_value(n, v, "more than 0 seconds");
+             c.timeout_write = t;
+         }},
         {"--timeout-request-header", "SECONDS", "Cut off a request whose header has not arrived within this time.  [default: 30]",
          [](config& c, std::string_view n, std::string_view v) { c.timeout_request_header = parse_seconds(n, v); }},
         {"--max-header-bytes", "INTEGER", "Largest request line and header accepted; larger gets 431.  [default: 16384]",

@@ -95,7 +95,7 @@ server_impl::server_impl(net::io_context& ioc, app_function app, config cfg)
     for (auto const& [name, value] : cfg_.headers)
         if (!http1::valid_field_name(name) || !http1::valid_field_value(value))
             throw std::invalid_argument("invalid header in config.headers: '" + name + "'");
-    deadlines_.durations(cfg_.timeout_request_header, cfg_.timeout_keep_alive);
+    deadlines_.durations(cfg_.timeout_request_header, cfg_.timeout_keep_alive, cfg_.timeout_write);
     if (cfg_.tls())
         tls_ = load_tls_context(cfg_, make_ticket_key());
     if (cfg_.limit_max_requests) {

@@ -238,6 +238,7 @@ private:
     task<> write_error(int status);
     task<> write_body(std::string const& body, bool more);
     task<> write_trailers(http::response_trailers const& t);
+    task<> write_early_hint(http::response_early_hint const& hint);
     task<> write_out(net::const_buffer body, std::string_view tail);
     bool prepare_body(std::string const& body, bool more, std::string_view& tail);
     bool write_now(net::const_buffer body, std::string_view tail, std::size_t& done);

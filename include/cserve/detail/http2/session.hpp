@@ -115,7 +115,7 @@ template <class Stream>
 struct http2_start {
     server_impl& srv;
     Stream& stream;
-    std::string_view buffered; // bytes read past the detection (the preface and what follows)
+    std::string buffered; // bytes read past the detection (the preface and what follows)
     std::optional<address> client;
     std::optional<address> server;
     std::string client_text;              // "host:port" for the access log
@@ -182,6 +182,7 @@ private:
     std::size_t out_pos_ = 0;
     bool out_end_ = false;      // the body is all in out_
     bool data_deferred_ = false; // nghttp2 waits for resume_data
+    std::uint64_t taken_ = 0;    // body bytes nghttp2 has taken: progress for timeout_write
     bool submitted_ = false;    // the HEADERS frame is submitted
     std::optional<header_list> trailers_;
 };
@@ -221,11 +222,12 @@ private:
     void end_reading() noexcept;
     void arm_idle() noexcept;
     void go_away(std::uint32_t error) noexcept;
+    void stalled() noexcept; // the peer took nothing for timeout_write: the connection is dropped
     stream_type* find(std::int32_t id) noexcept;
 
     server_impl& srv_;
     Stream& stream_;
-    std::string_view buffered_;
+    std::string buffered_;
     std::optional<address> client_;
     std::optional<address> server_;
     std::string client_text_;
@@ -238,6 +240,7 @@ private:
     net::steady_timer write_wake_;
     net::steady_timer idle_;
     net::steady_timer done_;
+    net::steady_timer write_timer_; // a write that waits: see stalled()
     std::size_t running_ = 0;     // stream applications not yet finished
     std::uint64_t streams_total_ = 0;
     bool reading_ = true;

@@ -261,10 +261,10 @@ http1_connection<Stream>::on_idle_read(boost::system::error_code ec, std::size_t
     s.scheme = http_scheme<Stream>;
     s.root_path = srv_.cfg_.root_path;
     if constexpr (stream_ops<Stream>::secure) {
-        if (s.extensions.size() != 2 || s.extensions.front() != "http.response.trailers")
-            s.extensions = {"http.response.trailers", "tls"};
-    } else if (s.extensions.size() != 1 || s.extensions.front() != "http.response.trailers") {
-        s.extensions = {"http.response.trailers"};
+        if (s.extensions.size() != 3 || s.extensions.front() != "http.response.trailers")
+            s.extensions = {"http.response.trailers", "http.response.early_hint", "tls"};
+    } else if (s.extensions.size() != 2 || s.extensions.front() != "http.response.trailers") {
+        s.extensions = {"http.response.trailers", "http.response.early_hint"};
     }
     s.tls_connection = ops::tls(stream_);
     s.subprotocols.clear();
@@ -600,11 +600,15 @@ http1_connection<Stream>::run_http2(std::optional<http2::upgrade_request> up)
 {
     phase_ = phase::busy;
     srv_.deadlines_.clear(*this);
+    // The session keeps what was read past the detection; the request_state (its 16 KiB read
+    // buffer above all) goes back to the cache for the connection's whole HTTP/2 life.
     auto& in = req_->in;
+    std::string buffered(static_cast<char const*>(in.data().data()), in.size());
+    req_.reset();
     auto h2 = std::make_shared<http2_session<Stream>>(http2_start<Stream>{
         .srv = srv_,
         .stream = stream_,
-        .buffered = {static_cast<char const*>(in.data().data()), in.size()},
+        .buffered = std::move(buffered),
         .client = client_,
         .server = server_,
         .client_text = client_text(),
@@ -615,7 +619,6 @@ http1_connection<Stream>::run_http2(std::optional<http2::upgrade_request> up)
     if (draining_)
         h2->begin_drain();
     co_await h2->run();
-    in.clear();
 }
 
 #endif // CSERVE_HTTP2

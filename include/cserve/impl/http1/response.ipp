@@ -66,8 +66,35 @@ http1_connection<Stream>::send(event e)
         }
         if (req_->x.body_done() && !req_->x.trailers())
             complete_response();
+    } else if (auto* hint = std::get_if<http::response_early_hint>(&e)) {
+        co_await write_early_hint(*hint);
     } else {
         co_await write_trailers(std::get<http::response_trailers>(e));
+    }
+}
+
+template <class Stream>
+task<>
+http1_connection<Stream>::write_early_hint(http::response_early_hint const& hint)
+{
+    // RFC 8297: a 103 before the final response, never to an HTTP/1.0 client (RFC 9110 §15.2).
+    if (req_->head_info.version == 10 || hint.links.empty())
+        co_return;
+    std::string msg = "HTTP/1.1 103 Early Hints\r\n";
+    for (auto const& link : hint.links) {
+        msg += "link: ";
+        msg += link;
+        msg += "\r\n";
+    }
+    msg += "\r\n";
+    writing_ = true;
+    auto [ec, n] = co_await net::async_write(stream_, net::buffer(msg), http1::use_tuple);
+    writing_ = false;
+    if (write_waiter_)
+        write_waiter_->cancel();
+    if (ec) {
+        req_->x.client_gone();
+        throw client_disconnected();
     }
 }
 
@@ -203,7 +230,20 @@ http1_connection<Stream>::write_rest(net::const_buffer body, std::string_view ta
     std::array<net::const_buffer, 3> buffers{net::buffer(req_->out), body, net::buffer(tail)};
     boost::beast::buffers_suffix<std::array<net::const_buffer, 3>> rest(buffers);
     rest.consume(done);
-    auto [ec, n] = co_await net::async_write(stream_, rest, http1::use_tuple);
+    // The client takes what it reads: each write that waits has timeout_write to make progress.
+    boost::system::error_code ec;
+    while (net::buffer_size(rest) > 0) {
+        srv_.deadlines_.set(*this, deadline_kind::write);
+        auto [wec, n] = co_await stream_.async_write_some(rest, http1::use_tuple);
+        if (wec) {
+            ec = wec;
+            break;
+        }
+        rest.consume(n);
+    }
+    srv_.deadlines_.clear(*this);
+    if (ec && timed_out_)
+        srv_.log_.log(log_level::warning, "Client " + client_text() + " read nothing of its response for --timeout-write: closing");
     finish_write(ec);
 }
 

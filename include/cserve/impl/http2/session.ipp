@@ -36,6 +36,9 @@ namespace http2 {
 
 inline constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 
+// What one read takes at most.
+inline constexpr std::size_t read_size = 16 * 1024;
+
 // What one write gathers at most: the frames of many streams go out together.
 inline constexpr std::size_t write_gather = 64 * 1024;
 
@@ -233,6 +236,7 @@ struct http2_session<Stream>::callbacks {
         auto n = std::min(avail, length);
         std::memcpy(buf, st.out_.data() + st.out_pos_, n);
         st.out_pos_ += n;
+        st.taken_ += n;
         if (st.out_pos_ == st.out_.size()) {
             st.out_.clear();
             st.out_pos_ = 0;
@@ -293,7 +297,7 @@ template <class Stream>
 http2_session<Stream>::http2_session(http2_start<Stream> start)
     : srv_(start.srv)
     , stream_(start.stream)
-    , buffered_(start.buffered)
+    , buffered_(std::move(start.buffered))
     , client_(std::move(start.client))
     , server_(std::move(start.server))
     , client_text_(std::move(start.client_text))
@@ -302,6 +306,7 @@ http2_session<Stream>::http2_session(http2_start<Stream> start)
     , write_wake_(stream_.get_executor(), clock::time_point::max())
     , idle_(stream_.get_executor())
     , done_(stream_.get_executor(), clock::time_point::max())
+    , write_timer_(stream_.get_executor())
     , reset_time_(clock::now())
     , reset_tokens_(http2::reset_burst)
 {
@@ -356,7 +361,7 @@ http2_session<Stream>::run()
         start_upgraded();
     if (!buffered_.empty())
         feed(buffered_.data(), buffered_.size());
-    buffered_ = {};
+    std::string().swap(buffered_);
     if (streams_.empty())
         arm_idle();
     if (drain_pending_)
@@ -419,17 +424,43 @@ template <class Stream>
 task<>
 http2_session<Stream>::read_loop()
 {
-    std::unique_ptr<char[]> buf(new char[16 * 1024]);
-    while (!closed_ && !failed_ && !stop_reading_) {
-        auto [ec, n] = co_await stream_.async_read_some(net::buffer(buf.get(), 16 * 1024), http2::use_tuple);
-        if (ec) {
-            if (!stop_reading_)
-                failed_ = true; // the peer left (or the connection was closed)
-            break;
+    if constexpr (ops::try_io) {
+        // Waits for the socket, then reads what it has into a buffer of the thread's: an idle
+        // connection holds no read buffer. nghttp2 takes the bytes before anything else runs.
+        static thread_local std::unique_ptr<char[]> buf(new char[http2::read_size]);
+        while (!closed_ && !failed_ && !stop_reading_) {
+            boost::system::error_code ec;
+            auto n = ops::try_read(stream_, net::buffer(buf.get(), http2::read_size), ec);
+            if (ec == net::error::would_block || ec == net::error::try_again) {
+                auto [wec] = co_await stream_.lowest_layer().async_wait(net::socket_base::wait_read, http2::use_tuple);
+                if (wec) {
+                    if (!stop_reading_)
+                        failed_ = true; // the connection was closed
+                    break;
+                }
+                continue;
+            }
+            if (ec) {
+                failed_ = true; // the peer left
+                break;
+            }
+            feed(buf.get(), n);
+            if (!nghttp2_session_want_read(session_))
+                break; // a GOAWAY is on its way, and no stream is open
         }
-        feed(buf.get(), n);
-        if (!nghttp2_session_want_read(session_))
-            break; // a GOAWAY is on its way, and no stream is open
+    } else {
+        std::unique_ptr<char[]> buf(new char[http2::read_size]);
+        while (!closed_ && !failed_ && !stop_reading_) {
+            auto [ec, n] = co_await stream_.async_read_some(net::buffer(buf.get(), http2::read_size), http2::use_tuple);
+            if (ec) {
+                if (!stop_reading_)
+                    failed_ = true; // the peer left (or the connection was closed)
+                break;
+            }
+            feed(buf.get(), n);
+            if (!nghttp2_session_want_read(session_))
+                break;
+        }
     }
 }
 
@@ -461,14 +492,27 @@ http2_session<Stream>::write_loop(std::shared_ptr<http2_session>)
             boost::system::error_code ec;
             if constexpr (ops::try_io)
                 done = ops::try_write(stream_, net::buffer(out_), ec);
-            if (!ec && done < out_.size()) {
-                auto [wec, n] = co_await net::async_write(stream_, net::buffer(out_) + done, http2::use_tuple);
+            while (!ec && done < out_.size()) {
+                // The peer reads what it is sent: each write that waits has timeout_write to
+                // make progress, else the connection is dropped.
+                write_timer_.expires_after(srv_.cfg_.timeout_write);
+                write_timer_.async_wait([w = this->weak_from_this()](boost::system::error_code tec) {
+                    if (tec)
+                        return;
+                    if (auto s = w.lock())
+                        s->stalled();
+                });
+                auto [wec, n] = co_await stream_.async_write_some(net::buffer(out_) + done, http2::use_tuple);
+                write_timer_.cancel();
                 ec = wec;
+                done += n;
             }
             if (ec) {
                 failed_ = true;
                 break;
             }
+            if (out_.capacity() > http2::write_gather * 2)
+                std::string().swap(out_); // a burst is over: an idle connection keeps little
             continue;
         }
         if (!nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_))
@@ -611,6 +655,25 @@ http2_session<Stream>::go_away(std::uint32_t error) noexcept
 
 template <class Stream>
 void
+http2_session<Stream>::stalled() noexcept
+{
+    if (closed_ || failed_)
+        return;
+    srv_.log_.log(log_level::warning,
+                  "HTTP/2 client " + client_text_ + " read nothing of its responses for --timeout-write: closing");
+    failed_ = true;
+    boost::system::error_code ec;
+    stream_.lowest_layer().cancel(ec);
+    for (auto& [id, st] : streams_) {
+        st->x_.client_gone();
+        st->wake();
+    }
+    wake_writer();
+    done_.cancel();
+}
+
+template <class Stream>
+void
 http2_session<Stream>::begin_drain() noexcept
 {
     if (!session_) {
@@ -708,9 +771,9 @@ http2_stream<Stream>::build_scope()
     s.scheme = http_scheme<Stream>;
     s.root_path = cfg.root_path;
     if constexpr (stream_ops<Stream>::secure)
-        s.extensions = {"http.response.trailers", "tls"};
+        s.extensions = {"http.response.trailers", "http.response.early_hint", "tls"};
     else
-        s.extensions = {"http.response.trailers"};
+        s.extensions = {"http.response.trailers", "http.response.early_hint"};
     s.tls_connection = stream_ops<Stream>::tls(s_.stream_);
     s.client = s_.client_;
     s.server = s_.server_;
@@ -865,11 +928,39 @@ http2_stream<Stream>::send(event e)
         s_.wake_writer();
         // Backpressure: a body that is not the last waits until nghttp2 has taken it, which
         // it does only as fast as the peer's window opens.
-        while (more && !out_.empty() && !x_.disconnected() && !s_.closed_ && !s_.failed_)
-            co_await wait();
+        if (more && !out_.empty()) {
+            // ... or drops the connection when the peer keeps its window shut for timeout_write.
+            auto const timeout = s_.srv_.cfg_.timeout_write;
+            auto mark = taken_;
+            auto deadline = std::chrono::steady_clock::now() + timeout;
+            while (!out_.empty() && !x_.disconnected() && !s_.closed_ && !s_.failed_) {
+                wake_.expires_at(deadline);
+                co_await wait();
+                if (taken_ != mark) {
+                    mark = taken_;
+                    deadline = std::chrono::steady_clock::now() + timeout;
+                } else if (std::chrono::steady_clock::now() >= deadline) {
+                    s_.stalled();
+                }
+            }
+            wake_.expires_at(std::chrono::steady_clock::time_point::max());
+        }
         if (x_.disconnected() || s_.closed_ || s_.failed_)
             if (more)
                 throw client_disconnected();
+        co_return;
+    }
+    if (auto* hint = std::get_if<http::response_early_hint>(&e)) {
+        // A non-final HEADERS frame (RFC 8297 over RFC 9113 §8.1).
+        if (hint->links.empty())
+            co_return;
+        std::vector<nghttp2_nv> nv;
+        nv.reserve(hint->links.size() + 1);
+        nv.push_back(http2::make_nv(":status", "103"));
+        for (auto const& link : hint->links)
+            nv.push_back(http2::make_nv("link", link));
+        nghttp2_submit_headers(s_.session_, NGHTTP2_FLAG_NONE, id_, nullptr, nv.data(), nv.size(), nullptr);
+        s_.wake_writer();
         co_return;
     }
     auto& t = std::get<http::response_trailers>(e);
