@@ -1,11 +1,13 @@
 #!/usr/bin/python3
 """HTTP/2: cserve against nginx and h2o, with h2load, side by side in one run.
 
-    /usr/bin/python3 benchmarks/http2.py --build-dir build-bench [--only h2c-64x10,h2c-1x100,tls-64x10,download,idle]
+    /usr/bin/python3 benchmarks/http2.py --build-dir build-bench [--only h1-64,h2c-64x10,h2c-1x100,tls-64x10,download,idle]
                                       [--rounds 2] [--requests 200000] [--idle 2000] [--out FILE] [--svg FILE]
 
 Cases, each measured as server CPU time per unit of work (utime+stime of the server's process
 tree; every server pinned to CPU 0 and the load generator to CPU 1, as benchmarks/run.py does):
+    h1-64       h2load --h1: HTTP/1.1 keep-alive, 64 connections, the same hello response (the
+                HTTP/1.1 figure beside the HTTP/2 ones, by the same client)
     h2c-64x10   h2load over cleartext (prior knowledge), 64 connections x 10 streams, GET of the
                 hello response: CPU per request
     h2c-1x100   the same with 1 connection x 100 streams
@@ -177,8 +179,10 @@ def specs(build, tmp, cert, key):
     return out
 
 
-def h2load(url, requests, conns, streams, timeout=300):
+def h2load(url, requests, conns, streams, timeout=300, h1=False):
     argv = ["taskset", "-c", bench.LOAD_CPU, "h2load", "-n", str(requests), "-c", str(conns), "-m", str(streams), url]
+    if h1:
+        argv.insert(4, "--h1")
     p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     r = {}
     m = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", p.stdout)
@@ -244,7 +248,7 @@ def chart(results, names, path):
         ax.bar_label(bars, fmt="%.1f", fontsize=8)
     ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(cases))], cases, fontsize=8)
     ax.set_ylabel("server CPU µs per request (lower is better)")
-    ax.set_title("HTTP/2 with h2load: server CPU per request")
+    ax.set_title("h2load against each server: server CPU per request, by protocol")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, format="svg")
@@ -253,7 +257,7 @@ def chart(results, names, path):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--build-dir", default=os.path.join(bench.ROOT, "build-bench"))
-    p.add_argument("--only", default="h2c-64x10,h2c-1x100,tls-64x10,download,idle")
+    p.add_argument("--only", default="h1-64,h2c-64x10,h2c-1x100,tls-64x10,download,idle")
     p.add_argument("--servers", default="cserve,nginx,h2o")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--requests", type=int, default=200000)
@@ -298,6 +302,9 @@ def main():
             print(f"{case} {name}: {cpu:.2f} s CPU for {count:g} (million requests or GB)", file=sys.stderr)
 
     per_request = lambda r: r["requests"] / 1e6  # noqa: E731  (CPU s per million = µs per request)
+    if "h1-64" in only:
+        alternate("HTTP/1.1 64x1", "CPU µs per request",
+                  lambda s, n: h2load(f"http://{HOST}:{s.port}/", a.requests, 64, 1, h1=True), per_request)
     if "h2c-64x10" in only:
         alternate("h2c 64x10", "CPU µs per request",
                   lambda s, n: h2load(f"http://{HOST}:{s.port}/", a.requests, 64, 10), per_request)

@@ -29,6 +29,7 @@ if [[ "${SKIP_INSTALL:-0}" != 1 ]]; then
         missing+=(nginx)
     fi
     for p in wrk curl python3 python3-uvicorn python3-uvloop python3-httptools python3-websockets \
+             nghttp2-client h2o python3-h2 python3-matplotlib \
              libbenchmark-dev cmake clang build-essential libboost1.81-dev util-linux; do
         installed "$p" || missing+=("$p")
     done
@@ -64,4 +65,15 @@ fi
 # 5,000 idle keep-alive connections: the servers inherit this limit from run.py.
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-exec /usr/bin/python3 "$here/run.py" --build-dir "$build_dir" "$@"
+/usr/bin/python3 "$here/run.py" --build-dir "$build_dir" "$@"
+
+# HTTP/2 (and HTTP/1.1 by the same client) against nginx and h2o with h2load, and the chart of
+# CPU per request by server and protocol: results/latest-http2.md and results/latest.svg.
+# SKIP_HTTP2=1 leaves it out; --quick makes it one short round.
+if [[ "${SKIP_HTTP2:-0}" != 1 ]]; then
+    h2args=(--out "$here/results/latest-http2.md" --svg "$here/results/latest.svg")
+    for arg in "$@"; do
+        [[ "$arg" == --quick ]] && h2args+=(--rounds 1 --requests 20000 --idle 200)
+    done
+    /usr/bin/python3 "$here/http2.py" --build-dir "$build_dir" "${h2args[@]}"
+fi

@@ -164,6 +164,7 @@ class H2Response:
         self.body = bytearray()
         self.data_frames = []    # the size of every DATA frame's data
         self.trailers = None
+        self.informational = []  # [(status, headers)] of 1xx responses
         self.ended = False       # END_STREAM from the server
         self.reset = None        # the error code of a RST_STREAM from the server
         self.client_reset = None  # the error code of h2's own reset (the server erred)
@@ -255,6 +256,9 @@ class H2Client:
                 r.data_frames.append(len(e.data))
             if self.auto_ack and e.flow_controlled_length:
                 self.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+        elif isinstance(e, h2.events.InformationalResponseReceived):
+            hdrs = [(k, v) for k, v in e.headers if k != ":status"]
+            r.informational.append((int(dict(e.headers)[":status"]), hdrs))
         elif isinstance(e, h2.events.TrailersReceived):
             r.trailers = list(e.headers)
         elif isinstance(e, h2.events.StreamEnded):
@@ -987,6 +991,31 @@ class StreamTests(SharedServerTestCase):
             self.assertTrue(r.ended)
             r = c.request("/")
             self.assertEqual(bytes(r.body), b"Hello, world!")
+
+    def test_trailers(self):
+        with H2Client(self.port) as c:
+            r = c.request("/trailers")
+            if r.status == 404:
+                self.skipTest("this httpbin has no /trailers route")
+            self.assertEqual((r.status, bytes(r.body)), (200, b"body"), r)
+            self.assertEqual(r.trailers, [("x-checksum", "abc")], r)
+            self.assertTrue(r.ended)
+            self.assertIsNone(r.header("content-length"))
+            r = c.request("/bytes/3")
+            self.assertEqual(bytes(r.body), b"abc")
+
+    def test_early_hints(self):
+        with H2Client(self.port) as c:
+            r = c.request("/early-hints")
+            if r.status == 404:
+                self.skipTest("this httpbin has no /early-hints route")
+            self.assertEqual((r.status, bytes(r.body)), (200, b"hinted"), r)
+            self.assertEqual(len(r.informational), 1, r.informational)
+            status, hdrs = r.informational[0]
+            self.assertEqual(status, 103)
+            self.assertEqual([v for k, v in hdrs if k == "link"],
+                             ["</style.css>; rel=preload; as=style",
+                              "<https://cdn.example>; rel=preconnect"], hdrs)
 
     def test_application_failures(self):
         with H2Client(self.port) as c:

@@ -54,13 +54,16 @@ public:
 
     // Submits a request; `body` (if any) is sent as DATA.
     std::int32_t
-    request(std::string method, std::string path, std::string body = {}, bool with_body = false)
+    request(std::string method, std::string path, std::string body = {}, bool with_body = false,
+            std::string extra_value = {})
     {
         auto id_slot = bodies_.size();
         bodies_.push_back({std::move(body), 0});
         std::vector<std::pair<std::string, std::string>> h = {
             {":method", std::move(method)}, {":path", std::move(path)}, {":scheme", "http"}, {":authority", "example.test"},
             {"x-test", "yes"}};
+        if (!extra_value.empty())
+            h.emplace_back("x-extra", std::move(extra_value));
         std::vector<nghttp2_nv> nv;
         for (auto& [n, v] : h)
             nv.push_back({reinterpret_cast<std::uint8_t*>(n.data()), reinterpret_cast<std::uint8_t*>(v.data()), n.size(),
@@ -334,6 +337,25 @@ TEST_CASE("http2: a graceful shutdown sends GOAWAY and lets the open stream fini
     CHECK(c.responses[slow].body == "late");
     CHECK(c.responses[slow].error == 0);
     CHECK(c.eof);
+}
+
+TEST_CASE("http2: a header list past max_header_bytes is answered 431 on its stream")
+{
+    h2_client c;
+    std::int32_t big = 0, fine = 0;
+    auto cfg = ct::test_config();
+    cfg.max_header_bytes = 4096;
+    auto r = ct::run_server(h2_app(), cfg, [&](unsigned short port) -> task<> {
+        auto s = co_await ct::connect(port);
+        big = c.request("GET", "/scope", {}, false, std::string(8000, 'h'));
+        fine = c.request("GET", "/scope");
+        co_await c.pump(s, [&] { return c.responses[big].closed && c.responses[fine].closed; });
+    });
+    CSERVE_REQUIRE_RUN(r);
+    CHECK(c.responses[big].headers[":status"] == "431");
+    CHECK(c.responses[big].body == "Request Header Fields Too Large");
+    CHECK(c.responses[fine].headers[":status"] == "200"); // the connection goes on
+    CHECK(c.responses[fine].body == "2 GET example.test ");
 }
 
 TEST_CASE("http2: a peer that keeps its window shut is dropped after timeout_write")

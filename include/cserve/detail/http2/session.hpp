@@ -163,6 +163,7 @@ private:
     std::size_t header_bytes_ = 0;           // the header list's size, as RFC 9113 §6.5.2 counts it
     bool started_ = false;                   // the application runs (or ran)
     bool app_done_ = false;                  // and has finished
+    bool upgraded_ = false;                  // stream 1 of an h2c upgrade: its body came over HTTP/1.1
     bool closed_ = false;                    // nghttp2 closed the stream
     std::uint64_t declared_length_ = 0;      // content-length, if any
     bool has_length_ = false;

@@ -568,7 +568,7 @@ http2_session<Stream>::start_upgraded()
     st->in_ = std::move(up.body);
     st->received_ = st->in_.size();
     st->in_end_ = true;
-    // The body arrived over HTTP/1.1: nothing to count against the windows.
+    st->upgraded_ = true; // the body arrived over HTTP/1.1: no window to open for it
     streams_.emplace(1, st);
     upgrade_.reset();
     start_stream(st);
@@ -585,7 +585,7 @@ http2_session<Stream>::run_stream(std::shared_ptr<stream_type> st)
         ~finish()
         {
             st.app_done_ = true;
-            if (!st.in_.empty() && !s.closed_) {
+            if (!st.in_.empty() && !s.closed_ && !st.upgraded_) {
                 nghttp2_session_consume(s.session_, st.id_, st.in_.size()); // never to be read
                 st.in_.clear();
             }
@@ -779,14 +779,16 @@ http2_stream<Stream>::build_scope()
     s.server = s_.server_;
     if (auto const* state = s_.srv_.lifespan_state())
         s.state = *state;
-    s.method = method_.in(block_);
-    x_.begin(s.method == "HEAD", true, in_end_, false);
     if (too_large_) {
+        // The header block was dropped as it grew: nothing of it is left to show.
         s.method = "GET";
         s.raw_path = "/";
         s.path = "/";
+        x_.begin(false, true, in_end_, false);
         return 431;
     }
+    s.method = method_.in(block_);
+    x_.begin(s.method == "HEAD", true, in_end_, false);
     if (s.method == "CONNECT")
         return 501; // extended CONNECT (RFC 8441) is not advertised; nothing is proxied
     std::string_view path = path_.in(block_);
@@ -863,7 +865,8 @@ http2_stream<Stream>::receive()
             r.body.assign(in_, 0, http1::body_chunk);
             in_.erase(0, http1::body_chunk);
         }
-        if (!r.body.empty() && !closed_) {
+        if (!r.body.empty() && !upgraded_) {
+            // The window opens (the connection's even when the stream is gone).
             nghttp2_session_consume(s_.session_, id_, r.body.size());
             s_.wake_writer(); // the WINDOW_UPDATE
         }
