@@ -67,6 +67,7 @@ http {
     server {
         listen 127.0.0.1:@PORT@ http2 backlog=4096;
         listen 127.0.0.1:@TLSPORT@ ssl http2 backlog=4096;
+        listen 127.0.0.1:@H1PORT@ backlog=4096;
         server_name localhost;
         ssl_certificate @CERT@;
         ssl_certificate_key @KEY@;
@@ -81,6 +82,7 @@ user: @USER@
 pid-file: @DIR@/h2o.pid
 error-log: @DIR@/error.log
 num-threads: 1
+max-connections: 20000
 http2-max-concurrent-requests-per-connection: 128
 http2-idle-timeout: 120
 listen:
@@ -113,7 +115,10 @@ class H2Server(bench.Server):
         spec = self.spec
         self.port = bench.free_port()
         self.tls_port = bench.free_port()
-        argv = ["taskset", "-c", self.cpus] + spec["argv"](self.port, self.tls_port, self.tmp)
+        # nginx serves HTTP/1.1 on a port of its own (its h2c port speaks only HTTP/2); cserve and
+        # h2o serve both on one.
+        self.h1_port = bench.free_port() if spec.get("h1_port") else self.port
+        argv = ["taskset", "-c", self.cpus] + spec["argv"](self.port, self.tls_port, self.tmp, self.h1_port)
         self.logfile = os.path.join(self.tmp, f"{self.name}.log")
         out = open(self.logfile, "ab")
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -148,25 +153,26 @@ def specs(build, tmp, cert, key):
     httpbin = os.path.join(build, "examples", "httpbin")
     # cserve serves one port per process: the TLS cases get a second process (see tls_argv).
     common = ["--host", HOST, "--no-access-log", "--timeout-keep-alive", "120", "--http2-max-requests", "100000000"]
-    out["cserve"] = dict(name="cserve", argv=lambda port, tls_port, tmp: [hello, "--port", str(port)] + common,
+    out["cserve"] = dict(name="cserve", argv=lambda port, tls_port, tmp, h1_port=None: [hello, "--port", str(port)] + common,
                          tls_argv=lambda port, tmp: [hello, "--port", str(port), "--ssl-certfile", cert,
                                                      "--ssl-keyfile", key] + common)
-    out["cserve-httpbin"] = dict(name="cserve", argv=lambda port, tls_port, tmp: [httpbin, "--port", str(port)] + common)
+    out["cserve-httpbin"] = dict(name="cserve", argv=lambda port, tls_port, tmp, h1_port=None: [httpbin, "--port", str(port)] + common)
     nginx = "/usr/sbin/nginx"
     if os.access(nginx, os.X_OK):
-        def nginx_argv(port, tls_port, tmp):
+        def nginx_argv(port, tls_port, tmp, h1_port):
             d = files_dir(tmp, "nginx")
             conf = (NGINX_CONF.replace("@DIR@", d).replace("@PORT@", str(port)).replace("@TLSPORT@", str(tls_port))
+                    .replace("@H1PORT@", str(h1_port))
                     .replace("@CERT@", cert).replace("@KEY@", key)
                     .replace("@USER_LINE@", "user root root;" if os.geteuid() == 0 else ""))
             path = os.path.join(d, "nginx.conf")
             with open(path, "w") as f:
                 f.write(conf)
             return [nginx, "-p", d, "-e", os.path.join(d, "error.log"), "-c", path]
-        out["nginx"] = dict(name="nginx", argv=nginx_argv)
+        out["nginx"] = dict(name="nginx", argv=nginx_argv, h1_port=True)
     h2o = "/usr/bin/h2o"
     if os.access(h2o, os.X_OK):
-        def h2o_argv(port, tls_port, tmp):
+        def h2o_argv(port, tls_port, tmp, h1_port):
             d = files_dir(tmp, "h2o")
             conf = (H2O_CONF.replace("@DIR@", d).replace("@PORT@", str(port)).replace("@TLSPORT@", str(tls_port))
                     .replace("@CERT@", cert).replace("@KEY@", key)
@@ -304,7 +310,7 @@ def main():
     per_request = lambda r: r["requests"] / 1e6  # noqa: E731  (CPU s per million = µs per request)
     if "h1-64" in only:
         alternate("HTTP/1.1 64x1", "CPU µs per request",
-                  lambda s, n: h2load(f"http://{HOST}:{s.port}/", a.requests, 64, 1, h1=True), per_request)
+                  lambda s, n: h2load(f"http://{HOST}:{s.h1_port}/", a.requests, 64, 1, h1=True), per_request)
     if "h2c-64x10" in only:
         alternate("h2c 64x10", "CPU µs per request",
                   lambda s, n: h2load(f"http://{HOST}:{s.port}/", a.requests, 64, 10), per_request)
@@ -332,7 +338,11 @@ def main():
     if "idle" in only:
         for name in names:
             with H2Server(sp[name], tmp) as srv:
-                r = idle(srv, a.idle)
+                try:
+                    r = idle(srv, a.idle)
+                except OSError as e:
+                    print(f"idle {name}: failed: {e!r}", file=sys.stderr)
+                    continue
                 add(f"idle HTTP/2 connection, {a.idle}", "KiB RSS per connection", name, r["kib_per_conn"])
                 print(f"idle {name}: {r}", file=sys.stderr)
     for case, r in results.items():
@@ -356,7 +366,7 @@ def cserve_tls_spec(sp, name):
     spec = sp[name]
     if "tls_argv" not in spec:
         return spec
-    return dict(name=name, argv=lambda port, tls_port, tmp: spec["tls_argv"](port, tmp), tls_only=True)
+    return dict(name=name, argv=lambda port, tls_port, tmp, h1_port=None: spec["tls_argv"](port, tmp), tls_only=True)
 
 
 if __name__ == "__main__":

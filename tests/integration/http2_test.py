@@ -995,8 +995,6 @@ class StreamTests(SharedServerTestCase):
     def test_trailers(self):
         with H2Client(self.port) as c:
             r = c.request("/trailers")
-            if r.status == 404:
-                self.skipTest("this httpbin has no /trailers route")
             self.assertEqual((r.status, bytes(r.body)), (200, b"body"), r)
             self.assertEqual(r.trailers, [("x-checksum", "abc")], r)
             self.assertTrue(r.ended)
@@ -1007,8 +1005,6 @@ class StreamTests(SharedServerTestCase):
     def test_early_hints(self):
         with H2Client(self.port) as c:
             r = c.request("/early-hints")
-            if r.status == 404:
-                self.skipTest("this httpbin has no /early-hints route")
             self.assertEqual((r.status, bytes(r.body)), (200, b"hinted"), r)
             self.assertEqual(len(r.informational), 1, r.informational)
             status, hdrs = r.informational[0]
@@ -1364,9 +1360,10 @@ class ProtocolErrorTests(SharedServerTestCase):
         acks = sum(1 for f in frames if f.type == PING and f.flags & ACK)
         self.assertTrue(eof, "the connection stayed open after %d PINGs" % self.FLOOD)
         self.assertLess(acks, self.FLOOD, "every PING was answered: no flood protection")
+        # A GOAWAY first, or just the end of the connection (what nghttp2 advises).
         g = goaways(frames)
-        self.assertTrue(g, "no GOAWAY (%d ACKs, %d bytes unsent)" % (acks, unsent))
-        self.assertEqual(g[-1].error_code, ENHANCE_YOUR_CALM, g)
+        if g:
+            self.assertEqual(g[-1].error_code, ENHANCE_YOUR_CALM, g)
         self.assert_serves(self.port)
 
     def test_settings_flood_ends_the_connection(self):
@@ -1376,8 +1373,8 @@ class ProtocolErrorTests(SharedServerTestCase):
         self.assertLess(acks, self.FLOOD, "every SETTINGS was acknowledged: no flood "
                         "protection")
         g = goaways(frames)
-        self.assertTrue(g, "no GOAWAY (%d ACKs, %d bytes unsent)" % (acks, unsent))
-        self.assertEqual(g[-1].error_code, ENHANCE_YOUR_CALM, g)
+        if g:
+            self.assertEqual(g[-1].error_code, ENHANCE_YOUR_CALM, g)
         self.assert_serves(self.port)
 
     def test_continuation_flood_ends_the_connection(self):

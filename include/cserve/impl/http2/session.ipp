@@ -378,13 +378,13 @@ http2_session<Stream>::run()
     // streams' applications finish: they see the client gone unless the session ended
     // cleanly with their responses complete.
     for (;;) {
-        if (failed_ || closed_) {
-            for (auto& [id, st] : streams_)
-                if (!st->x_.completed()) {
-                    st->x_.client_gone();
-                    st->wake();
-                }
-        }
+        // Nothing more will arrive, not even a reset: a stream whose response is not complete
+        // has lost its client (a connection error, the peer gone, or a forced close).
+        for (auto& [id, st] : streams_)
+            if (!st->x_.completed() && !st->x_.disconnected()) {
+                st->x_.client_gone();
+                st->wake();
+            }
         wake_writer();
         if (running_ == 0 && !writing_)
             break;
@@ -784,11 +784,13 @@ http2_stream<Stream>::build_scope()
         s.method = "GET";
         s.raw_path = "/";
         s.path = "/";
-        x_.begin(false, true, in_end_, false);
+        x_.begin(false, true, in_end_ && in_.empty(), false);
         return 431;
     }
     s.method = method_.in(block_);
-    x_.begin(s.method == "HEAD", true, in_end_, false);
+    // The body is complete only once it is all read: it may have arrived (an h2c upgrade's,
+    // DATA that came before the application started) and wait in in_.
+    x_.begin(s.method == "HEAD", true, in_end_ && in_.empty(), false);
     if (s.method == "CONNECT")
         return 501; // extended CONNECT (RFC 8441) is not advertised; nothing is proxied
     std::string_view path = path_.in(block_);
