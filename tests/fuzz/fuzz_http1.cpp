@@ -1,6 +1,10 @@
 // tests/fuzz/fuzz_http1.cpp -- libFuzzer harness: bytes from a client into a real connection
 // SPDX-License-Identifier: BSL-1.0
 //
+// Built twice: fuzz_http1, and fuzz_http2 (CSERVE_FUZZ_HTTP2), where the connection preface
+// and an empty SETTINGS frame go first, so that the input is HTTP/2 frames for the
+// connection's http2_session (nghttp2 underneath, cserve's streams and exchanges on top).
+//
 // The connection is the server's own (http1_connection over a plain socket, started as
 // server_impl starts one), on one end of a socket pair; the input goes in at the other end.
 // Its first byte says how the rest arrives: 0 in one write, N in writes of N bytes, each
@@ -66,6 +70,8 @@ app(cserve::scope& s, cserve::receive receive, cserve::send send)
     std::string_view path = s.path;
     if (path.find("throw") != std::string_view::npos)
         throw std::runtime_error("the application failed");
+    if (path.find("hint") != std::string_view::npos)
+        co_await send(http::response_early_hint{.links = {"</a.css>; rel=preload"}});
     if (path.find("204") != std::string_view::npos) {
         co_await send(http::response_start{.status = 204});
         co_await send(http::response_body{});
@@ -146,6 +152,12 @@ LLVMFuzzerTestOneInput(std::uint8_t const* data, std::size_t size)
         return 0;
     std::size_t const piece = data[0];
     std::string_view input(reinterpret_cast<char const*>(data) + 1, size - 1);
+#if defined(CSERVE_FUZZ_HTTP2)
+    // The preface and an empty SETTINGS frame, then the frames of the input.
+    std::string framed("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00", 33);
+    framed.append(input);
+    input = framed;
+#endif
 
     net::io_context ioc{1};
     cserve::detail::server_impl srv(ioc, app, fuzz_config());
