@@ -1,7 +1,8 @@
 // tests/unit/stream_test.cpp -- a connection over a byte stream that is not a plain socket
 // SPDX-License-Identifier: BSL-1.0
 //
-// http1_connection and websocket_session are generic over their stream (detail/stream.hpp).
+// http1_connection, websocket_session and http2_session are generic over their stream
+// (detail/stream.hpp); a translation unit that uses another stream includes their impl/ files.
 // This drives them over a stream that, like a TLS stream, offers only Asio's asynchronous
 // reads and writes: no write or read that does not wait, so every response takes the
 // asynchronous path, and the loop-yield of a send() that writes nothing only peeks.
@@ -12,6 +13,7 @@
 #include <cserve/impl/http1/response.ipp>
 #include <cserve/impl/websocket/io.ipp>
 #include <cserve/impl/websocket/session.ipp>
+#include <cserve/impl/http2/session.ipp>
 
 #include "catch.hpp"
 #include "test_server.hpp"
