@@ -610,8 +610,9 @@ http2_session<Stream>::run_stream(std::shared_ptr<stream_type> st)
         st->submit_simple(status, error_text(status));
         co_return;
     }
-    bool const proxied = srv_.trusted_ && apply_proxy_headers(st->scope_, *srv_.trusted_);
-    (void)proxied;
+    // The scope is this stream's alone: nothing to restore afterwards, as HTTP/1.1 must.
+    if (srv_.trusted_)
+        apply_proxy_headers(st->scope_, *srv_.trusted_);
     std::exception_ptr failure;
     try {
         co_await srv_.app_(st->scope_, cserve::receive{*st}, cserve::send{*st});
