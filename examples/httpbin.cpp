@@ -278,6 +278,8 @@ scope_text(cserve::scope& scope)
 {
     std::string json = "{\"type\": ";
     append_json_string(json, scope.type == cserve::scope_type::websocket ? "websocket" : "http");
+    json += ", \"http_version\": ";
+    append_json_string(json, scope.http_version);
     json += ", \"path\": ";
     append_json_string(json, scope.path);
     json += ", \"query_string\": ";

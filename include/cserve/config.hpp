@@ -175,6 +175,11 @@ struct config {
     /// client to a new connection, as HTTP/1.1 keep-alive limits do. (--http2-max-requests)
     std::uint64_t http2_max_requests = 10000;
 
+    /// HTTP/2 streams a client may reset before their responses complete, per second, after a
+    /// burst of twice as many; past it the connection ends with GOAWAY ENHANCE_YOUR_CALM (the
+    /// "rapid reset" attack, CVE-2023-44487). (--http2-max-reset-rate)
+    std::uint32_t http2_max_reset_rate = 100;
+
     /// Serve WebSocket upgrades; false answers them as plain HTTP. (--ws auto|none)
     bool ws = true;
 

@@ -58,7 +58,9 @@ class ChatServer(Server):
     """websocket_chat on a free port of 127.0.0.1; over TLS with `tls` (a TLSFiles)."""
 
     def __init__(self, tls=None):
-        extra = ["--ssl-certfile", tls.cert, "--ssl-keyfile", tls.key] if tls else []
+        # Over TLS the log says which WebSockets came over HTTP/2 (RFC 8441).
+        extra = ["--ssl-certfile", tls.cert, "--ssl-keyfile", tls.key, "--log-level", "debug"] \
+            if tls else []
         super().__init__(CHAT, "--host", HOST, "--port", "0", *extra, port_zero=False)
 
     def stop(self):
@@ -318,6 +320,10 @@ class BrowserTests(unittest.TestCase):
         self.drive(scenario)
         rc = self.server.stop()
         self.assertEqual(rc, 0, "server exit status after SIGTERM" + self.diagnostics())
+        if self.tls:
+            # Chromium fetched the page over HTTP/2 (ALPN h2), saw extended CONNECT
+            # advertised, and opened both WebSockets as streams of that connection.
+            self.assertEqual(self.server.log_text().count("(RFC 8441)"), 2, self.diagnostics())
 
     def test_server_shutdown_closes_open_pages_with_1012(self):
         url = self.server.url("/")

@@ -32,7 +32,13 @@ still stop the server; --max-header-bytes (SETTINGS_MAX_HEADER_LIST_SIZE, 431 on
 --limit-request-body (413), --http2-max-concurrent-streams (advertised and enforced),
 --http2-max-requests (GOAWAY after the last), --timeout-keep-alive (GOAWAY on an idle
 connection); --no-http2 (505 for a preface, Upgrade: h2c ignored, ALPN h2 refused); h2load
-over cleartext and TLS; a graceful shutdown (SIGTERM) with a stream in flight. After every
+over cleartext and TLS; a graceful shutdown (SIGTERM) with a stream in flight. WebSocket over
+HTTP/2 (RFC 8441), its frames written by the test: the setting advertised (not with --ws
+none), echo through the stream's flow control, fragments and pings, the scope, subprotocols,
+permessage-deflate, denials (403, the application's own response), 501 for other CONNECTs,
+close codes and END_STREAM, many WebSockets and requests on one connection, a client's reset
+or END_STREAM, --ws-max-size (1009), SIGTERM (1012, then GOAWAY). PING liveness: a peer that
+acknowledges stays, one that does not is dropped after --ws-ping-timeout. After every
 test the servers' logs are checked for sanitizer reports.
 
 Every test talks to 127.0.0.1 only, every socket and subprocess operation is bounded by a
@@ -71,7 +77,7 @@ from cserve_harness import (  # noqa: E402
 HTTPBIN = None
 
 # The whole run (an ASan build is about three times slower than a release one).
-WATCHDOG = 150
+WATCHDOG = 200
 
 # What a sanitizer or a crash leaves in a server's log.
 SANITIZER_RE = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|"
@@ -402,6 +408,122 @@ class H2Client:
     def wait_all(self, sids, timeout=IO_TIMEOUT):
         self.wait_for(lambda: all(self.responses[s].done for s in sids), timeout,
                       "streams %s" % sorted(sids))
+
+
+# ---------------------------------------------------------------------------------------
+# WebSocket over HTTP/2 (RFC 8441): frames written by the test
+# ---------------------------------------------------------------------------------------
+
+WS_CONT, WS_TEXT, WS_BINARY = 0, 1, 2
+WS_CLOSE, WS_PING, WS_PONG = 8, 9, 10
+SETTINGS_ENABLE_CONNECT_PROTOCOL = 8
+
+
+def ws_frame(opcode, payload=b"", fin=True, rsv1=False):
+    """A client frame (masked, RFC 6455 §5.2)."""
+    head = bytes([(0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode])
+    n = len(payload)
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack("!Q", n)
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + masked
+
+
+def ws_close_payload(code, reason=b""):
+    return struct.pack("!H", code) + reason
+
+
+class H2WebSocket:
+    """A WebSocket on one stream of an H2Client: the extended CONNECT, then RFC 6455 frames
+    in DATA frames, parsed from the stream's body as it arrives."""
+
+    def __init__(self, client, path, extra=(), scheme="http"):
+        self.c = client
+        self.sid = client.conn.get_next_available_stream_id()
+        self.r = client.responses[self.sid] = H2Response(self.sid)
+        client.conn.send_headers(self.sid, [
+            (":method", "CONNECT"), (":protocol", "websocket"), (":scheme", scheme),
+            (":path", path), (":authority", "x"), ("sec-websocket-version", "13")]
+            + list(extra))
+        client.flush()
+        self.pos = 0  # what of the stream's body has been parsed into frames
+
+    def response(self, timeout=IO_TIMEOUT):
+        """Waits for the response's HEADERS: the status."""
+        self.c.wait_for(lambda: self.r.status is not None or self.r.done, timeout,
+                        "the response to the extended CONNECT")
+        return self.r.status
+
+    def send(self, opcode, payload=b"", fin=True, rsv1=False, timeout=IO_TIMEOUT * 3):
+        """Sends one frame, in DATA frames as the stream's window allows."""
+        data = memoryview(ws_frame(opcode, payload, fin, rsv1))
+        deadline = time.monotonic() + timeout
+        while data:
+            n = min(len(data), self.c.conn.local_flow_control_window(self.sid),
+                    self.c.conn.max_outbound_frame_size)
+            if n > 0:
+                self.c.conn.send_data(self.sid, data[:n].tobytes())
+                self.c.flush()
+                data = data[n:]
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError("the stream's window stayed shut")
+            try:
+                self.c.pump(min(remaining, IO_TIMEOUT))
+            except socket.timeout:
+                pass
+
+    def _next(self):
+        """The next whole server frame in the body (opcode, fin, rsv1, payload), or None."""
+        b = self.r.body
+        p = self.pos
+        if len(b) - p < 2:
+            return None
+        first, second = b[p], b[p + 1]
+        assert not second & 0x80, "a masked server frame"
+        n, head = second & 0x7f, 2
+        if n == 126:
+            if len(b) - p < 4:
+                return None
+            n, head = struct.unpack("!H", b[p + 2:p + 4])[0], 4
+        elif n == 127:
+            if len(b) - p < 10:
+                return None
+            n, head = struct.unpack("!Q", b[p + 2:p + 10])[0], 10
+        if len(b) - p < head + n:
+            return None
+        self.pos = p + head + n
+        return first & 0x0f, bool(first & 0x80), bool(first & 0x40), bytes(b[p + head:p + head + n])
+
+    def recv(self, timeout=IO_TIMEOUT):
+        """The next frame from the server; pings are answered."""
+        while True:
+            f = [None]
+
+            def got():
+                f[0] = self._next()
+                return f[0] is not None
+
+            self.c.wait_for(lambda: got() or self.r.done, timeout, "a WebSocket frame")
+            if f[0] is None:
+                f[0] = self._next()
+            if f[0] is None:
+                raise ConnectionClosed("the stream ended: %r" % self.r)
+            if f[0][0] == WS_PING:
+                self.send(WS_PONG, f[0][3])
+                continue
+            return f[0]
+
+    def end(self):
+        """Ends the client's side of the stream."""
+        self.c.conn.end_stream(self.sid)
+        self.c.flush()
 
 
 # ---------------------------------------------------------------------------------------
@@ -808,11 +930,12 @@ class NegotiationTests(SharedServerTestCase):
         self.assertEqual(version, "2")
         self.assertEqual(json.loads(body), {"bytes": len(payload)})
 
-    def upgrade(self, method, path, body=b"", extra=b""):
-        """An HTTP/1.1 request with Upgrade: h2c and h2's HTTP2-Settings on a new socket:
-        (the status line, an H2Client on the upgraded connection or None)."""
-        c = H2Client(sock=socket.create_connection((HOST, self.port), timeout=IO_TIMEOUT),
-                     start=False)
+    def upgrade(self, method, path, body=b"", extra=b"", port=None):
+        """An HTTP/1.1 request with Upgrade: h2c and h2's HTTP2-Settings on a new socket (to
+        the shared server unless `port`): (the status line, an H2Client on the upgraded
+        connection or None)."""
+        c = H2Client(sock=socket.create_connection((HOST, port or self.port),
+                                                   timeout=IO_TIMEOUT), start=False)
         settings = c.conn.initiate_upgrade_connection().decode()
         req = ("%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade, HTTP2-Settings\r\n"
                "Upgrade: h2c\r\nHTTP2-Settings: %s\r\n" % (method, path, settings)).encode()
@@ -871,6 +994,24 @@ class NegotiationTests(SharedServerTestCase):
             r = c.responses[1]
             self.assertEqual((r.status, r.header("content-length"), bytes(r.body)),
                              (200, "500", b""), r)
+
+    def test_upgrade_counts_once_against_limit_max_requests(self):
+        srv = self.start("--limit-max-requests", "2")
+        head, c, _ = self.upgrade("GET", "/bytes/5", port=srv.port)
+        with c:
+            self.assertTrue(head.startswith("HTTP/1.1 101 "), head)
+            c.wait_all([1])
+            self.assertEqual(bytes(c.responses[1].body), b"abcde")
+            self.assertIsNone(c.goaway, "the upgraded request was counted twice")
+            # The server's second request: served, then the server drains and exits (its
+            # GOAWAY comes before the response, which h2 then refuses to read).
+            c.start("/bytes/3")
+            try:
+                c.wait_closed()
+            except h2.exceptions.ProtocolError:
+                pass
+        self.assertEqual(srv.wait(EXIT_TIMEOUT), 0, srv.log_text(last=30))
+        self.assertIn('"GET /bytes/3 HTTP/2" 200', srv.log_text())
 
     def test_upgrade_with_large_or_chunked_body_stays_http11(self):
         # More than 64 KiB: served over HTTP/1.1, no 101.
@@ -1320,6 +1461,39 @@ class ProtocolErrorTests(SharedServerTestCase):
             lambda line: "resets streams too fast" in line, 2.0), self.server.log_text(last=5))
         self.assert_serves(self.port)
 
+    def test_max_reset_rate_flag(self):
+        srv = self.start("--http2-max-reset-rate", "10")
+
+        def reset_burst(c, first, n):
+            burst = bytearray()
+            for i in range(n):
+                sid = first + 2 * i
+                burst += c.headers_frame(sid, request_headers("/delay/1000"))
+                burst += frame(RST_STREAM, 0, sid, struct.pack(">I", CANCEL))
+            c.send(bytes(burst))
+
+        # 15 resets are within the burst of 20: the connection serves on.
+        with RawH2(srv.port) as c:
+            c.send(frame(SETTINGS, ACK, 0))
+            reset_burst(c, 1, 15)
+            c.get(31, "/bytes/3")
+            status, body, reset, frames = c.response(31)
+            self.assertEqual((status, body), (200, b"abc"), frames)
+            self.assertFalse(goaways(frames), frames)
+        # 30 are not.
+        with RawH2(srv.port) as c:
+            c.send(frame(SETTINGS, ACK, 0))
+            try:
+                reset_burst(c, 1, 30)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            eof, frames = c.read_to_eof(IO_TIMEOUT)
+        g = goaways(frames)
+        self.assertTrue(g, "no GOAWAY after 30 rapid resets: %r" % frames[-5:])
+        self.assertEqual(g[0].error_code, ENHANCE_YOUR_CALM, g)
+        self.assertTrue(eof, "the connection stayed open")
+        self.assert_serves(srv.port)
+
     def test_slow_resets_are_fine(self):
         # Resets below the budget (a browser cancelling a few requests) are no attack.
         with RawH2(self.port) as c:
@@ -1754,6 +1928,205 @@ class TlsTests(H2TestCase):
                                               "https://%s:%d/scope" % (HOST, srv.port))
         self.assertEqual(version, "1.1")
         self.stop_ok(srv)
+
+
+# ---------------------------------------------------------------------------------------
+# WebSocket over HTTP/2 (RFC 8441)
+# ---------------------------------------------------------------------------------------
+
+class WebSocketOverH2Tests(SharedServerTestCase):
+
+    def test_extended_connect_is_advertised(self):
+        with H2Client(self.port) as c:
+            c.wait_for(lambda: SETTINGS_ENABLE_CONNECT_PROTOCOL in c.remote_settings)
+            self.assertEqual(c.remote_settings[SETTINGS_ENABLE_CONNECT_PROTOCOL], 1)
+
+    def test_echo_text_and_binary_byte_for_byte(self):
+        with H2Client(self.port) as c:
+            ws = H2WebSocket(c, "/ws/echo")
+            self.assertEqual(ws.response(), 200, ws.r)
+            self.assertIsNone(ws.r.header("sec-websocket-accept"))
+            self.assertIsNone(ws.r.header("sec-websocket-extensions"))  # none offered
+            ws.send(WS_TEXT, "héllo".encode())
+            self.assertEqual(ws.recv(), (WS_TEXT, True, False, "héllo".encode()))
+            # Larger than the stream's 64 KiB window in both directions.
+            big = bytes(range(256)) * 1200
+            ws.send(WS_BINARY, big)
+            self.assertEqual(ws.recv(timeout=IO_TIMEOUT * 2), (WS_BINARY, True, False, big))
+            # A fragmented message with a ping between its fragments.
+            ws.send(WS_TEXT, b"frag", fin=False)
+            ws.send(WS_PING, b"p1")
+            ws.send(WS_CONT, b"mented", fin=True)
+            self.assertEqual(ws.recv(), (WS_PONG, True, False, b"p1"))
+            self.assertEqual(ws.recv(), (WS_TEXT, True, False, b"fragmented"))
+            # The client closes: the server answers with the same code and ends the stream.
+            ws.send(WS_CLOSE, ws_close_payload(1000))
+            self.assertEqual(ws.recv(), (WS_CLOSE, True, False, ws_close_payload(1000)))
+            c.wait_for(lambda: ws.r.done, what="the end of the stream")
+            self.assertTrue(ws.r.ended, ws.r)
+            # The connection goes on serving.
+            r = c.request("/bytes/500")
+            self.assertEqual((r.status, bytes(r.body)), (200, expected_bytes(500)))
+
+    def test_scope(self):
+        with H2Client(self.port) as c:
+            ws = H2WebSocket(c, "/ws/scope?a=1", extra=[("sec-websocket-protocol", "p1, p2")])
+            self.assertEqual(ws.response(), 200, ws.r)
+            op, _, _, text = ws.recv()
+            scope = json.loads(text)
+            self.assertEqual(scope["type"], "websocket")
+            self.assertEqual(scope["http_version"], "2")
+            self.assertEqual(scope["scheme"], "ws")
+            self.assertEqual(scope["path"], "/ws/scope")
+            self.assertEqual(scope["query_string"], "a=1")
+            self.assertEqual(scope["subprotocols"], ["p1", "p2"])
+            self.assertEqual(ws.recv()[:1], (WS_CLOSE,))
+
+    def test_subprotocol_is_answered(self):
+        with H2Client(self.port) as c:
+            ws = H2WebSocket(c, "/ws/echo", extra=[("sec-websocket-protocol", "chat, other")])
+            self.assertEqual(ws.response(), 200, ws.r)
+            self.assertEqual(ws.r.header("sec-websocket-protocol"), "chat")
+
+    def test_permessage_deflate(self):
+        import zlib
+        with H2Client(self.port) as c:
+            ws = H2WebSocket(c, "/ws/echo",
+                             extra=[("sec-websocket-extensions", "permessage-deflate")])
+            self.assertEqual(ws.response(), 200, ws.r)
+            self.assertEqual(ws.r.header("sec-websocket-extensions"), "permessage-deflate")
+            text = b"compress me " * 500
+            co = zlib.compressobj(wbits=-15)
+            payload = co.compress(text) + co.flush(zlib.Z_SYNC_FLUSH)
+            ws.send(WS_TEXT, payload[:-4], rsv1=True)
+            op, fin, rsv1, data = ws.recv()
+            self.assertEqual((op, fin, rsv1), (WS_TEXT, True, True))
+            self.assertLess(len(data), len(text) // 10)
+            self.assertEqual(zlib.decompressobj(wbits=-15).decompress(data + b"\x00\x00\xff\xff"),
+                             text)
+
+    def test_denials(self):
+        with H2Client(self.port) as c:
+            ws = H2WebSocket(c, "/ws/reject")
+            self.assertEqual(ws.response(), 403, ws.r)
+            ws = H2WebSocket(c, "/ws/deny")
+            self.assertEqual(ws.response(), 401, ws.r)
+            c.wait_for(lambda: ws.r.done, what="the denial's body")
+            self.assertEqual(bytes(ws.r.body), b"denied")
+            self.assertEqual(ws.r.header("content-type"), "text/plain")
+            # A CONNECT without :protocol, or for another protocol, proxies nothing.
+            sid = c.start("/", method="CONNECT", extra=[(":protocol", "chat")])
+            c.wait_for(lambda: c.responses[sid].done)
+            self.assertEqual(c.responses[sid].status, 501)
+            r = c.request("/bytes/10")
+            self.assertEqual(r.status, 200)
+        self.assertIn('"WebSocket /ws/reject" 403', self.server.log_text())
+        self.assertIn('"WebSocket /ws/deny" 401', self.server.log_text())
+
+    def test_server_close_code_then_end_stream(self):
+        with H2Client(self.port) as c:
+            ws = H2WebSocket(c, "/ws/close/4001")
+            self.assertEqual(ws.response(), 200, ws.r)
+            self.assertEqual(ws.recv(), (WS_CLOSE, True, False, ws_close_payload(4001, b"bye")))
+            ws.send(WS_CLOSE, ws_close_payload(4001))
+            c.wait_for(lambda: ws.r.done, what="the end of the stream")
+            self.assertTrue(ws.r.ended, ws.r)
+
+    def test_streamed_messages_and_http_streams_together(self):
+        with H2Client(self.port) as c:
+            sockets = [H2WebSocket(c, "/ws/stream/50") for _ in range(4)]
+            sids = [c.start("/bytes/%d" % (20000 + i)) for i in range(4)]
+            for ws in sockets:
+                self.assertEqual(ws.response(), 200, ws.r)
+            for ws in sockets:
+                for i in range(50):
+                    self.assertEqual(ws.recv(), (WS_TEXT, True, False, b"msg %d" % i))
+                self.assertEqual(ws.recv()[:1], (WS_CLOSE,))
+            c.wait_all(sids)
+            for i, sid in enumerate(sids):
+                self.assertEqual(bytes(c.responses[sid].body), expected_bytes(20000 + i))
+
+    def test_client_reset_and_client_end_leave_the_connection_serving(self):
+        with H2Client(self.port) as c:
+            ws = H2WebSocket(c, "/ws/echo")
+            self.assertEqual(ws.response(), 200)
+            ws.send(WS_TEXT, b"one")
+            self.assertEqual(ws.recv()[3], b"one")
+            c.conn.reset_stream(ws.sid, h2.errors.ErrorCodes.CANCEL)
+            c.flush()
+            ws2 = H2WebSocket(c, "/ws/echo")
+            self.assertEqual(ws2.response(), 200)
+            ws2.end()  # END_STREAM without a close frame: the WebSocket is gone (1006)
+            c.wait_for(lambda: ws2.r.done, what="the end of the second WebSocket")
+            self.assertEqual(c.request("/bytes/100").status, 200)
+
+    def test_message_too_big_closes_with_1009(self):
+        srv = self.start("--ws-max-size", "1000")
+        with H2Client(srv.port) as c:
+            ws = H2WebSocket(c, "/ws/echo")
+            self.assertEqual(ws.response(), 200)
+            ws.send(WS_BINARY, b"x" * 2000)
+            op, _, _, payload = ws.recv()
+            self.assertEqual((op, payload[:2]), (WS_CLOSE, struct.pack("!H", 1009)))
+            self.assertEqual(c.request("/bytes/100").status, 200)
+
+    def test_ws_none_does_not_advertise_extended_connect(self):
+        srv = self.start("--ws", "none")
+        with H2Client(srv.port) as c:
+            r = c.request("/bytes/10")
+            self.assertEqual(r.status, 200)
+            self.assertNotIn(SETTINGS_ENABLE_CONNECT_PROTOCOL, c.remote_settings)
+
+    def test_sigterm_closes_with_1012(self):
+        # Frames by hand: h2 refuses every frame that follows a GOAWAY.
+        srv = self.start()
+        c = RawH2(srv.port)
+        self.addCleanup(c.close)
+        c.send(frame(SETTINGS, ACK, 0))
+        c.send(c.headers_frame(1, [
+            (":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
+            (":path", "/ws/echo"), (":authority", "x"), ("sec-websocket-version", "13")],
+            end_stream=False))
+        h, frames = c.read_until(lambda f: f.type == HEADERS and f.sid == 1)
+        self.assertIsNotNone(h, frames)
+        self.assertIn((":status", "200"), h.headers)
+        srv.send_signal(signal.SIGTERM)
+        d, frames = c.read_until(lambda f: f.type == DATA and f.sid == 1)
+        self.assertIsNotNone(d, frames)
+        self.assertEqual(d.payload[:4], b"\x88\x02" + struct.pack("!H", 1012), d)
+        self.assertTrue(goaways(frames), "no GOAWAY: %r" % frames)
+        c.send(frame(DATA, END_STREAM, 1, ws_frame(WS_CLOSE, ws_close_payload(1012))))
+        eof, frames = c.read_to_eof()
+        self.assertTrue(eof, "the connection stayed open: %r" % frames)
+        self.assertEqual(srv.wait(EXIT_TIMEOUT), 0, srv.log_text(last=50))
+
+
+class PingTests(H2TestCase):
+    """PING for liveness: --ws-ping-interval and --ws-ping-timeout on HTTP/2 connections."""
+
+    def test_a_peer_that_answers_stays_and_one_that_does_not_is_dropped(self):
+        srv = self.start("--ws-ping-interval", "0.3", "--ws-ping-timeout", "0.5")
+        # h2 answers PINGs: a stream stays open across several intervals.
+        with H2Client(srv.port) as c:
+            sid = c.start("/delay/2000")
+            c.pump_for(1.5)
+            self.assertFalse(c.closed)
+            pings = [e for e in c.events if isinstance(e, h2.events.PingReceived)]
+            self.assertGreaterEqual(len(pings), 2, c.events)
+            c.wait_all([sid])
+            self.assertEqual(bytes(c.responses[sid].body), b"done")
+        # Frames by hand, never acknowledging a PING: dropped after interval + timeout.
+        raw = RawH2(srv.port)
+        self.addCleanup(raw.close)
+        raw.send(frame(SETTINGS, ACK, 0))
+        raw.get(1, "/delay/5000")
+        start = time.monotonic()
+        eof, frames = raw.read_to_eof(timeout=4)
+        self.assertTrue(eof, "the connection stayed open: %r" % frames)
+        self.assertLess(time.monotonic() - start, 3.5)
+        self.assertTrue(any(f.type == PING and not f.flags & ACK for f in frames), frames)
+        self.assertIn("keepalive PING", srv.log_text())
+        self.assert_serves(srv.port)
 
 
 # ---------------------------------------------------------------------------------------

@@ -214,6 +214,11 @@ flag_table()
          [](config& c, std::string_view n, std::string_view v) {
              c.http2_max_requests = parse_integer<std::uint64_t>(n, v, 1, std::uint64_t(1) << 62);
          }},
+        {"--http2-max-reset-rate", "INTEGER",
+         "HTTP/2 streams a client may reset per second (a burst of twice as many) before GOAWAY.  [default: 100]",
+         [](config& c, std::string_view n, std::string_view v) {
+             c.http2_max_reset_rate = parse_integer<std::uint32_t>(n, v, 1, 1u << 20);
+         }},
         {"--ws", "[auto|none]", "WebSocket protocol implementation; none serves upgrades as plain HTTP.  [default: auto]",
          [](config& c, std::string_view n, std::string_view v) {
              if (v == "auto")

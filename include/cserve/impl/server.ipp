@@ -500,6 +500,9 @@ template class http1_connection<socket_type>;
 template class websocket_session<socket_type>;
 template class http1_connection<tls_stream>;
 template class websocket_session<tls_stream>;
+#if CSERVE_HTTP2
+template class websocket_session<http2_tunnel>; // a WebSocket over an HTTP/2 stream
+#endif
 // Their constructors are templates (the stream is made in place), which the class's explicit
 // instantiation does not cover: the two the server and the tests call.
 template http1_connection<socket_type>::http1_connection(server_impl&, socket_type&&);

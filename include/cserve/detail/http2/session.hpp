@@ -8,7 +8,9 @@
 #if CSERVE_HTTP2
 
 #include <cserve/detail/exchange.hpp>
+#include <cserve/detail/http2/tunnel.hpp>
 #include <cserve/detail/server_impl.hpp>
+#include <cserve/detail/websocket/upgrade.hpp>
 #include <cserve/detail/stream.hpp>
 #include <cserve/app.hpp>
 #include <cserve/event.hpp>
@@ -110,6 +112,9 @@ decode_base64url(std::string_view in, std::string& out)
 template <class Stream>
 class http2_session;
 
+template <class Stream>
+class websocket_session;
+
 // What a session takes over from the connection that detected HTTP/2.
 template <class Stream>
 struct http2_start {
@@ -125,14 +130,39 @@ struct http2_start {
 
 // One stream: its request as it arrives, its scope, its exchange and what its response has
 // left to send. Owned by the session's map while nghttp2 has it open, and by its
-// application's coroutine while that runs.
+// application's coroutine while that runs. An extended CONNECT for a WebSocket (RFC 8441)
+// becomes a WebSocket session over the stream: the stream is then its tunnel's backend and
+// the host of its handshake, as an HTTP/1.1 connection is for an upgrade.
 template <class Stream>
-class http2_stream final : public channel {
+class http2_stream final : public channel, public upgrade_host, public http2_tunnel_backend {
 public:
     http2_stream(http2_session<Stream>& s, std::int32_t id);
+    ~http2_stream();
 
     task<event> receive() override;
     task<> send(event e) override;
+
+    // upgrade_host: the WebSocket's handshake and its denial response.
+    task<> http_send(event e) override;
+    exchange const& http_exchange() const noexcept override { return x_; }
+    task<> http_deny(int status, std::string_view body) override;
+    task<> http_wait() override;
+    bool http_receiving() const noexcept override { return http_receiving_; }
+    bool closed() const noexcept override;
+    bool draining() const noexcept override;
+    void linger() noexcept override;
+
+    // http2_tunnel_backend: the WebSocket's bytes.
+    std::size_t tunnel_read(net::mutable_buffer b) override;
+    bool tunnel_read_end() const noexcept override { return in_end_ && in_.empty(); }
+    bool tunnel_gone() const noexcept override;
+    void tunnel_write(std::string_view bytes) override;
+    bool tunnel_writing() const noexcept override { return out_pos_ < out_.size(); }
+    std::uint64_t tunnel_taken() const noexcept override { return taken_; }
+    void tunnel_respond(int status, header_list headers) override;
+    void tunnel_end() noexcept override;
+    void tunnel_reset() noexcept override;
+    void tunnel_stalled() noexcept override;
 
 private:
     friend class http2_session<Stream>;
@@ -146,7 +176,12 @@ private:
     bool add_header(std::string_view name, std::string_view value);
     int build_scope();
     task<> wait(); // until wake(); throws operation_aborted when the caller is cancelled
-    void wake() noexcept { wake_.cancel(); }
+    void wake() noexcept
+    {
+        wake_.cancel();
+        if (tunnel_)
+            tunnel_->wake();
+    }
     void submit_head(bool end_stream);
     void submit_simple(int status, std::string_view body);
     task<> after_app(std::exception_ptr failure);
@@ -157,7 +192,7 @@ private:
     std::int32_t id_;
     std::string block_;                      // the request's header names and values
     std::vector<std::pair<span, span>> fields_;
-    span method_, path_, authority_, scheme_;
+    span method_, path_, authority_, scheme_, protocol_;
     bool has_host_ = false;
     bool too_large_ = false;                 // the header list passed max_header_bytes
     std::size_t header_bytes_ = 0;           // the header list's size, as RFC 9113 §6.5.2 counts it
@@ -165,6 +200,8 @@ private:
     bool app_done_ = false;                  // and has finished
     bool upgraded_ = false;                  // stream 1 of an h2c upgrade: its body came over HTTP/1.1
     bool closed_ = false;                    // nghttp2 closed the stream
+    bool websocket_ = false;                 // an extended CONNECT with :protocol websocket
+    bool http_receiving_ = false;            // its application waits in receive() before the handshake
     std::uint64_t declared_length_ = 0;      // content-length, if any
     bool has_length_ = false;
     cserve::scope scope_;
@@ -186,6 +223,10 @@ private:
     std::uint64_t taken_ = 0;    // body bytes nghttp2 has taken: progress for timeout_write
     bool submitted_ = false;    // the HEADERS frame is submitted
     std::optional<header_list> trailers_;
+
+    // A WebSocket over this stream.
+    std::shared_ptr<http2_tunnel> tunnel_;
+    std::shared_ptr<websocket_session<http2_tunnel>> ws_;
 };
 
 template <class Stream>
@@ -214,7 +255,9 @@ private:
 
     task<> read_loop();
     task<> write_loop(std::shared_ptr<http2_session> self);
+    task<> pinger(std::shared_ptr<http2_session> self);
     task<> run_stream(std::shared_ptr<stream_type> st);
+    task<> run_websocket(std::shared_ptr<stream_type> st);
     void start_stream(std::shared_ptr<stream_type> const& st);
     void start_upgraded();
     void feed(char const* data, std::size_t n);
@@ -224,6 +267,7 @@ private:
     void arm_idle() noexcept;
     void go_away(std::uint32_t error) noexcept;
     void stalled() noexcept; // the peer took nothing for timeout_write: the connection is dropped
+    void drop(std::string_view why) noexcept; // the peer is gone or stuck: the connection ends now
     stream_type* find(std::int32_t id) noexcept;
 
     server_impl& srv_;
@@ -242,6 +286,8 @@ private:
     net::steady_timer idle_;
     net::steady_timer done_;
     net::steady_timer write_timer_; // a write that waits: see stalled()
+    net::steady_timer ping_timer_;  // PING for liveness while streams are open
+    bool awaiting_ping_ = false;    // a PING is out, its ACK not yet back
     std::size_t running_ = 0;     // stream applications not yet finished
     std::uint64_t streams_total_ = 0;
     bool reading_ = true;

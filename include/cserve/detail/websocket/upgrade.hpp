@@ -55,7 +55,7 @@ struct upgrade {
     request_buffer& buffered;
     cserve::scope& scope;
     std::string_view target; // the request-target, as received
-    int version;             // 11
+    int version;             // 11; 20 for an extended CONNECT over HTTP/2 (RFC 8441)
     std::string client;      // "host:port" for the access log
     upgrade_host& host;
     std::shared_ptr<void> owner; // keeps the stream (and all of the above) alive

@@ -8,6 +8,8 @@
 #if CSERVE_HTTP2
 
 #include <cserve/detail/http1/connection.hpp>
+#include <cserve/detail/http2/tunnel.hpp>
+#include <cserve/detail/websocket/session.hpp>
 #include <cserve/detail/http_date.hpp>
 #include <cserve/detail/response_head.hpp>
 #include <cserve/detail/text.hpp>
@@ -45,12 +47,6 @@ inline constexpr std::size_t write_gather = 64 * 1024;
 // The connection's receive window: each stream's stays at the default 64 KiB, opened as its
 // application consumes the body, so a connection buffers at most (streams x 64 KiB) of bodies.
 inline constexpr std::int32_t connection_window = 16 * 1024 * 1024;
-
-// Streams a client may reset before its response completes, as a burst, and per second after
-// it (the "rapid reset" attack, CVE-2023-44487): past them the connection ends with GOAWAY
-// ENHANCE_YOUR_CALM. nghttp2 has a looser limit of its own (1000, then 33/s).
-inline constexpr double reset_burst = 200;
-inline constexpr double reset_rate = 100;
 
 // Connection-specific headers (RFC 9113 §8.2.2): an application's are dropped.
 inline bool
@@ -156,6 +152,12 @@ struct http2_session<Stream>::callbacks {
                 }
             }
             return 0;
+        case NGHTTP2_PING:
+            if ((frame->hd.flags & NGHTTP2_FLAG_ACK) && s.awaiting_ping_) {
+                s.awaiting_ping_ = false;
+                s.ping_timer_.cancel();
+            }
+            return 0;
         case NGHTTP2_RST_STREAM: {
             // A stream reset before its response completed counts against the rapid-reset
             // budget.
@@ -164,7 +166,11 @@ struct http2_session<Stream>::callbacks {
                 auto now = clock::now();
                 std::chrono::duration<double> dt = now - s.reset_time_;
                 s.reset_time_ = now;
-                s.reset_tokens_ = std::min(http2::reset_burst, s.reset_tokens_ + dt.count() * http2::reset_rate);
+                // Streams a client may reset before their responses complete: a burst of twice
+                // --http2-max-reset-rate, then that many a second (the "rapid reset" attack,
+                // CVE-2023-44487). nghttp2 has a looser limit of its own (1000, then 33/s).
+                double const rate = s.srv_.cfg_.http2_max_reset_rate;
+                s.reset_tokens_ = std::min(2 * rate, s.reset_tokens_ + dt.count() * rate);
                 s.reset_tokens_ -= 1;
                 if (s.reset_tokens_ < 0) {
                     s.srv_.log_.log(log_level::warning,
@@ -191,7 +197,7 @@ struct http2_session<Stream>::callbacks {
             return 0;
         }
         st->received_ += len;
-        if (auto const& limit = s.srv_.cfg_.limit_request_body; limit && st->received_ > *limit) {
+        if (auto const& limit = s.srv_.cfg_.limit_request_body; limit && st->received_ > *limit && !st->websocket_) {
             st->x_.body_too_large(s.srv_.log_);
             nghttp2_session_consume(session, id, len + st->in_.size());
             st->in_.clear();
@@ -266,6 +272,21 @@ struct http2_session<Stream>::callbacks {
     }
 
     static int
+    on_frame_send(nghttp2_session* session, nghttp2_frame const* frame, void* user) noexcept
+    {
+        // A WebSocket's stream is done once our side has ended (the closing handshake, or a
+        // denial): a client that keeps its side open is told to stop, without error
+        // (RFC 9113 §8.1), and the stream is freed.
+        if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM) ||
+            (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA))
+            return 0;
+        auto* st = self(user).find(frame->hd.stream_id);
+        if (st && st->websocket_ && !st->in_end_ && !st->closed_)
+            nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
+        return 0;
+    }
+
+    static int
     on_error(nghttp2_session*, int, char const* msg, std::size_t len, void* user) noexcept
     {
         auto& s = self(user);
@@ -285,6 +306,7 @@ struct http2_session<Stream>::callbacks {
         nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk_recv);
         nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+        nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
         nghttp2_session_callbacks_set_error_callback2(cb, on_error);
         return cb;
     }
@@ -307,8 +329,9 @@ http2_session<Stream>::http2_session(http2_start<Stream> start)
     , idle_(stream_.get_executor())
     , done_(stream_.get_executor(), clock::time_point::max())
     , write_timer_(stream_.get_executor())
+    , ping_timer_(stream_.get_executor())
     , reset_time_(clock::now())
-    , reset_tokens_(http2::reset_burst)
+    , reset_tokens_(2.0 * srv_.cfg_.http2_max_reset_rate)
 {
 }
 
@@ -350,11 +373,14 @@ http2_session<Stream>::run()
             throw std::bad_alloc();
     }
     auto const header_limit = std::min<std::size_t>(cfg.max_header_bytes, std::numeric_limits<std::uint32_t>::max());
-    std::array<nghttp2_settings_entry, 2> settings{{
+    // With WebSockets on, extended CONNECT (RFC 8441) is advertised: a WebSocket can share
+    // the connection.
+    std::array<nghttp2_settings_entry, 3> settings{{
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, static_cast<std::uint32_t>(cfg.http2_max_concurrent_streams)},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, static_cast<std::uint32_t>(header_limit)},
+        {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},
     }};
-    nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings.data(), settings.size());
+    nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings.data(), cfg.ws ? 3 : 2);
     nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0, http2::connection_window);
 
     if (upgrade_)
@@ -372,8 +398,14 @@ http2_session<Stream>::run()
         if (e)
             self->srv_.log_session_failure(e);
     });
+    if (cfg.ws_ping_interval)
+        net::co_spawn(stream_.get_executor(), pinger(self), [self](std::exception_ptr e) {
+            if (e)
+                self->srv_.log_session_failure(e);
+        });
     co_await read_loop();
     reading_ = false;
+    ping_timer_.cancel();
     // Whatever ended the reading, the writer says its last (a GOAWAY) or stops, and the
     // streams' applications finish: they see the client gone unless the session ended
     // cleanly with their responses complete.
@@ -530,6 +562,39 @@ http2_session<Stream>::write_loop(std::shared_ptr<http2_session>)
 }
 
 template <class Stream>
+task<>
+http2_session<Stream>::pinger(std::shared_ptr<http2_session>)
+{
+    // While streams are open (a WebSocket, a long response), a PING every --ws-ping-interval;
+    // a peer that does not acknowledge it within --ws-ping-timeout is gone, and the connection
+    // with it. An idle connection has --timeout-keep-alive instead.
+    auto const& cfg = srv_.cfg_;
+    while (reading_ && !closed_ && !failed_) {
+        ping_timer_.expires_after(*cfg.ws_ping_interval);
+        auto [ec] = co_await ping_timer_.async_wait(http2::use_tuple);
+        if (ec || !reading_ || closed_ || failed_)
+            break;
+        if (streams_.empty() || draining_)
+            continue;
+        if (nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, nullptr) != 0)
+            break;
+        wake_writer();
+        if (!cfg.ws_ping_timeout)
+            continue;
+        awaiting_ping_ = true;
+        ping_timer_.expires_after(*cfg.ws_ping_timeout);
+        co_await ping_timer_.async_wait(http2::use_tuple);
+        if (!reading_ || closed_ || failed_)
+            break;
+        if (awaiting_ping_) {
+            awaiting_ping_ = false;
+            drop("did not answer a keepalive PING within --ws-ping-timeout");
+            break;
+        }
+    }
+}
+
+template <class Stream>
 void
 http2_session<Stream>::start_stream(std::shared_ptr<stream_type> const& st)
 {
@@ -602,12 +667,17 @@ http2_session<Stream>::run_stream(std::shared_ptr<stream_type> st)
     int status = st->build_scope();
     if (status == 0 && st->has_length_ && srv_.cfg_.limit_request_body && st->declared_length_ > *srv_.cfg_.limit_request_body)
         status = 413;
-    if (status == 0 && srv_.count_request())
+    // An h2c upgrade's request was counted (and, if the last, drained) over HTTP/1.1.
+    if (status == 0 && !st->upgraded_ && srv_.count_request())
         begin_drain(); // the last request this server takes
     if (status == 0 && srv_.over_capacity())
         status = 503;
     if (status != 0) {
         st->submit_simple(status, error_text(status));
+        co_return;
+    }
+    if (st->websocket_) {
+        co_await run_websocket(st);
         co_return;
     }
     // The scope is this stream's alone: nothing to restore afterwards, as HTTP/1.1 must.
@@ -622,6 +692,49 @@ http2_session<Stream>::run_stream(std::shared_ptr<stream_type> st)
     if (closed_ || failed_)
         co_return;
     co_await st->after_app(std::move(failure));
+}
+
+template <class Stream>
+task<>
+http2_session<Stream>::run_websocket(std::shared_ptr<stream_type> st)
+{
+    // The stream carries a WebSocket: the session reads and writes it through a tunnel, and
+    // the stream answers its handshake (200, or the application's denial).
+    st->tunnel_ = std::make_shared<http2_tunnel>(*st, stream_.get_executor(), ops::secure, ops::tls(stream_),
+                                                 srv_.cfg_.timeout_write);
+    request_buffer none; // a WebSocket's first frames arrive as the stream's DATA, read in turn
+    auto ws = std::make_shared<websocket_session<http2_tunnel>>(upgrade<http2_tunnel>{
+        .srv = srv_,
+        .stream = *st->tunnel_,
+        .buffered = none,
+        .scope = st->scope_,
+        .target = st->path_.in(st->block_),
+        .version = 20,
+        .client = client_text_,
+        .host = *st,
+        .owner = st,
+    });
+    st->ws_ = ws;
+    if (srv_.log_.enabled(log_level::debug))
+        srv_.log_.log(log_level::debug, "HTTP/2 client " + client_text_ + ": a WebSocket on stream " +
+                                            std::to_string(st->id_) + " (RFC 8441)");
+    co_await ws->run();
+    st->ws_.reset();
+    if (!closed_ && !failed_ && !st->closed_) {
+        // The WebSocket is over, and our side of the stream ends: with END_STREAM after a
+        // client that ended its own, else with RST_STREAM(CANCEL). An ended side (the
+        // closing handshake's, a denial's) is taken care of by on_frame_send.
+        if (!st->submitted_)
+            st->submit_simple(500, error_text(500));
+        else if (st->tunnel_->open() && !st->out_end_) {
+            if (st->in_end_)
+                st->tunnel_end();
+            else
+                nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, st->id_, NGHTTP2_CANCEL);
+        }
+        wake_writer();
+    }
+    st->tunnel_->detach();
 }
 
 template <class Stream>
@@ -660,11 +773,20 @@ http2_session<Stream>::stalled() noexcept
 {
     if (closed_ || failed_)
         return;
-    srv_.log_.log(log_level::warning,
-                  "HTTP/2 client " + client_text_ + " read nothing of its responses for --timeout-write: closing");
+    drop("read nothing of its responses for --timeout-write");
+}
+
+template <class Stream>
+void
+http2_session<Stream>::drop(std::string_view why) noexcept
+{
+    if (closed_ || failed_)
+        return;
+    srv_.log_.log(log_level::warning, "HTTP/2 client " + client_text_ + " " + std::string(why) + ": closing");
     failed_ = true;
+    // Closed now, not when the streams' applications finish: the peer sees the end at once.
     boost::system::error_code ec;
-    stream_.lowest_layer().cancel(ec);
+    stream_.lowest_layer().close(ec);
     for (auto& [id, st] : streams_) {
         st->x_.client_gone();
         st->wake();
@@ -685,8 +807,12 @@ http2_session<Stream>::begin_drain() noexcept
         return;
     draining_ = true;
     // GOAWAY with the last stream taken: those finish, later ones are refused, and the session
-    // ends when the last one closes (nghttp2 then wants neither to read nor to write).
+    // ends when the last one closes (nghttp2 then wants neither to read nor to write). Open
+    // WebSockets close with 1012, as over HTTP/1.1.
     go_away(NGHTTP2_NO_ERROR);
+    for (auto& [id, st] : streams_)
+        if (st->ws_)
+            st->ws_->begin_drain();
 }
 
 template <class Stream>
@@ -743,6 +869,8 @@ http2_stream<Stream>::add_header(std::string_view name, std::string_view value)
             path_ = add(value);
         else if (name == ":authority")
             authority_ = add(value);
+        else if (name == ":protocol")
+            protocol_ = add(value); // nghttp2 takes it only once extended CONNECT is advertised
         return true; // :scheme is the connection's; nghttp2 refuses the rest
     }
     if (name == "host")
@@ -792,8 +920,12 @@ http2_stream<Stream>::build_scope()
     // The body is complete only once it is all read: it may have arrived (an h2c upgrade's,
     // DATA that came before the application started) and wait in in_.
     x_.begin(s.method == "HEAD", true, in_end_ && in_.empty(), false);
-    if (s.method == "CONNECT")
-        return 501; // extended CONNECT (RFC 8441) is not advertised; nothing is proxied
+    if (s.method == "CONNECT") {
+        // Only an extended CONNECT for a WebSocket (RFC 8441 §4) is served; nothing is proxied.
+        if (!cfg.ws || !boost::beast::iequals(protocol_.in(block_), "websocket"))
+            return 501;
+        websocket_ = true;
+    }
     std::string_view path = path_.in(block_);
     if (path.empty() || (path.front() != '/' && !(path == "*" && s.method == "OPTIONS"))) {
         s.raw_path = "/";
@@ -1066,12 +1198,163 @@ http2_stream<Stream>::after_app(std::exception_ptr failure)
 }
 
 template <class Stream>
+http2_stream<Stream>::~http2_stream()
+{
+    if (tunnel_)
+        tunnel_->detach();
+}
+
+template <class Stream>
+task<>
+http2_stream<Stream>::http_send(event e)
+{
+    co_await send(std::move(e));
+}
+
+template <class Stream>
+task<>
+http2_stream<Stream>::http_deny(int status, std::string_view body)
+{
+    submit_simple(status, body);
+    co_return;
+}
+
+template <class Stream>
+task<>
+http2_stream<Stream>::http_wait()
+{
+    http_receiving_ = true;
+    while (!x_.disconnected() && !x_.completed() && !closed_ && !s_.closed_ && !s_.failed_)
+        co_await wait();
+    http_receiving_ = false;
+}
+
+template <class Stream>
+bool
+http2_stream<Stream>::closed() const noexcept
+{
+    return s_.closed_;
+}
+
+template <class Stream>
+bool
+http2_stream<Stream>::draining() const noexcept
+{
+    return s_.draining_;
+}
+
+template <class Stream>
+void
+http2_stream<Stream>::linger() noexcept
+{
+    if (tunnel_)
+        tunnel_->linger(linger_time);
+}
+
+template <class Stream>
+std::size_t
+http2_stream<Stream>::tunnel_read(net::mutable_buffer b)
+{
+    auto n = std::min(b.size(), in_.size());
+    if (n == 0)
+        return 0;
+    std::memcpy(b.data(), in_.data(), n);
+    in_.erase(0, n);
+    if (!s_.closed_ && !s_.failed_) {
+        nghttp2_session_consume(s_.session_, id_, n); // the window opens as the WebSocket reads
+        s_.wake_writer();
+    }
+    return n;
+}
+
+template <class Stream>
+bool
+http2_stream<Stream>::tunnel_gone() const noexcept
+{
+    return closed_ || x_.disconnected() || s_.closed_ || s_.failed_;
+}
+
+template <class Stream>
+void
+http2_stream<Stream>::tunnel_write(std::string_view bytes)
+{
+    if (out_pos_ == out_.size()) {
+        out_.clear();
+        out_pos_ = 0;
+    }
+    out_ += bytes;
+    if (data_deferred_) {
+        data_deferred_ = false;
+        nghttp2_session_resume_data(s_.session_, id_);
+    }
+    s_.wake_writer();
+}
+
+template <class Stream>
+void
+http2_stream<Stream>::tunnel_respond(int status, header_list headers)
+{
+    if (closed_ || submitted_ || s_.closed_ || s_.failed_)
+        return;
+    // Beast's response, its 101 made a 200: the agreed extension and subprotocol, the
+    // application's headers and the server's own.
+    auto const code = std::to_string(status);
+    std::vector<nghttp2_nv> nv;
+    nv.reserve(headers.size() + 1);
+    nv.push_back(http2::make_nv(":status", code));
+    for (auto& [name, value] : headers) {
+        if (http2::hop_by_hop(name))
+            continue;
+        name = http2::lower(name);
+        nv.push_back(http2::make_nv(name, value));
+    }
+    nghttp2_data_provider provider{};
+    provider.source.ptr = this;
+    provider.read_callback = http2_session<Stream>::callbacks::read_data;
+    submitted_ = true;
+    if (nghttp2_submit_response(s_.session_, id_, nv.data(), nv.size(), status == 200 ? &provider : nullptr) != 0)
+        nghttp2_submit_rst_stream(s_.session_, NGHTTP2_FLAG_NONE, id_, NGHTTP2_INTERNAL_ERROR);
+    s_.wake_writer();
+}
+
+template <class Stream>
+void
+http2_stream<Stream>::tunnel_end() noexcept
+{
+    if (closed_ || out_end_ || s_.closed_ || s_.failed_)
+        return;
+    out_end_ = true;
+    if (data_deferred_) {
+        data_deferred_ = false;
+        nghttp2_session_resume_data(s_.session_, id_);
+    }
+    s_.wake_writer();
+}
+
+template <class Stream>
+void
+http2_stream<Stream>::tunnel_reset() noexcept
+{
+    if (closed_ || s_.closed_ || s_.failed_)
+        return;
+    nghttp2_submit_rst_stream(s_.session_, NGHTTP2_FLAG_NONE, id_, NGHTTP2_CANCEL);
+    s_.wake_writer();
+}
+
+template <class Stream>
+void
+http2_stream<Stream>::tunnel_stalled() noexcept
+{
+    s_.stalled();
+}
+
+template <class Stream>
 void
 http2_stream<Stream>::access_log() const
 {
     auto const& srv = s_.srv_;
-    if (!srv.cfg_.access_log || !srv.log_.enabled(log_level::info))
-        return;
+    if (!srv.cfg_.access_log || !srv.log_.enabled(log_level::info) || websocket_)
+        return; // a WebSocket's handshake has a line of its own
     std::string line;
     append_access_line(line, s_.client_text_, scope_, x_.status());
     srv.log_.log(log_level::info, line);

@@ -63,7 +63,10 @@ websocket_session<Stream>::run()
 {
     auto& s = up_.scope;
     s.type = scope_type::websocket;
-    if constexpr (stream_ops<Stream>::secure) {
+    bool secure = stream_ops<Stream>::secure;
+    if constexpr (requires(Stream& st) { stream_ops<Stream>::is_secure(st); })
+        secure = stream_ops<Stream>::is_secure(up_.stream); // a tunnel: its connection's
+    if (secure) {
         s.scheme = "wss";
         s.extensions = {"websocket.http.response", "tls"};
     } else {
@@ -217,11 +220,25 @@ websocket_session<Stream>::accept(websocket::accept& a)
 
     // Beast answers the handshake from a request message; rebuild it from the parsed head.
     bhttp::request<bhttp::empty_body> req;
-    req.method_string(up_.scope.method);
     req.target(up_.target);
-    req.version(up_.version);
-    for (auto const& [name, value] : up_.scope.headers)
-        req.insert(name, value);
+    if (up_.version == 20) {
+        // An extended CONNECT (RFC 8441 §5) has no key and no Upgrade: Beast is given the
+        // HTTP/1.1 form, with a key of the server's own. Its answer, written through the
+        // tunnel, becomes a 200 without Sec-WebSocket-Accept.
+        req.method(bhttp::verb::get);
+        req.version(11);
+        req.set(bhttp::field::upgrade, "websocket");
+        req.set(bhttp::field::connection, "Upgrade");
+        req.set(bhttp::field::sec_websocket_key, "AAAAAAAAAAAAAAAAAAAAAA==");
+        for (auto const& [name, value] : up_.scope.headers)
+            if (name != "sec-websocket-key" && name != "upgrade" && name != "connection")
+                req.insert(name, value);
+    } else {
+        req.method_string(up_.scope.method);
+        req.version(up_.version);
+        for (auto const& [name, value] : up_.scope.headers)
+            req.insert(name, value);
+    }
 
     ws_.set_option(bws::stream_base::decorator(
         [this, &cfg, sub = a.subprotocol, extra = a.headers](bws::response_type& res) {
