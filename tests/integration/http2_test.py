@@ -140,6 +140,14 @@ def curl_body_and_version(*args):
     return body, version.decode()
 
 
+def nghttp(*args, timeout=RUN_TIMEOUT, data=None):
+    """`nghttp args...` (nghttp2's client): (exit status, stdout as bytes, stderr as text)."""
+    r = subprocess.run(["nghttp", "-t", str(int(timeout) - 1)] + list(args),
+                       input=data, stdin=None if data is not None else subprocess.DEVNULL,
+                       capture_output=True, timeout=timeout)
+    return r.returncode, r.stdout, r.stderr.decode("utf-8", "replace")
+
+
 H2LOAD_RE = re.compile(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
                        r"(\d+) failed, (\d+) errored")
 H2LOAD_STATUS_RE = re.compile(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx")
@@ -1888,6 +1896,23 @@ class TlsTests(H2TestCase):
                                               self.url("/echo"))
         self.assertEqual((version, body), ("2", b"x" * 70000))
 
+    def test_nghttp_alpn_h2(self):
+        rc, out, err = nghttp(self.url("/scope"))
+        self.assertEqual(rc, 0, err)
+        scope = json.loads(out)
+        self.assertEqual((scope["http_version"], scope["scheme"]), ("2", "https"))
+        self.assertIn("tls", scope)
+
+    def test_websocket_over_h2_is_wss(self):
+        raw = socket.create_connection((HOST, self.server.port), timeout=IO_TIMEOUT)
+        sock = tls_context(["h2"], self.cert).wrap_socket(raw, server_hostname=HOST)
+        with H2Client(sock=sock) as c:
+            ws = H2WebSocket(c, "/ws/scope", scheme="https")
+            self.assertEqual(ws.response(), 200, ws.r)
+            scope = json.loads(ws.recv()[3])
+            self.assertEqual((scope["scheme"], scope["http_version"]), ("wss", "2"))
+            self.assertIn("tls", scope)
+
     def test_curl_http11_still_served(self):
         body, version = curl_body_and_version("--cacert", self.cert, "--http1.1",
                                               self.url("/scope"))
@@ -1933,6 +1958,40 @@ class TlsTests(H2TestCase):
 # ---------------------------------------------------------------------------------------
 # WebSocket over HTTP/2 (RFC 8441)
 # ---------------------------------------------------------------------------------------
+
+class NghttpTests(SharedServerTestCase):
+    """nghttp2's own client: prior knowledge, Upgrade: h2c, uploads, concurrent streams."""
+
+    def test_get_prior_knowledge_and_upgrade(self):
+        rc, out, err = nghttp(self.url("/bytes/70000"))
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out, expected_bytes(70000))
+        rc, out, err = nghttp("-u", self.url("/scope"))
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(json.loads(out)["http_version"], "2")
+
+    def test_upload_echoed(self):
+        body = os.urandom(300000)
+        with tempfile.NamedTemporaryFile() as f:
+            f.write(body)
+            f.flush()
+            rc, out, err = nghttp("-d", f.name, self.url("/echo"))
+        self.assertEqual(rc, 0, err)
+        self.assertTrue(out == body, "the echoed body differs (%d of %d bytes)"
+                        % (len(out), len(body)))
+
+    def test_concurrent_streams_stats(self):
+        rc, out, err = nghttp("-n", "-s", "-m", "20", self.url("/bytes/5000"),
+                              self.url("/stream/30"))
+        self.assertEqual(rc, 0, err)
+        rows = [line.split() for line in out.decode().splitlines()
+                if re.match(r"\s*\d+\s+\+", line)]
+        self.assertEqual(len(rows), 40, out.decode())
+        for row in rows:
+            self.assertEqual(row[4], "200", row)
+        self.assertEqual(sorted({(row[5], row[6]) for row in rows}),
+                         [(str(len(expected_stream(30))), "/stream/30"), ("4K", "/bytes/5000")])
+
 
 class WebSocketOverH2Tests(SharedServerTestCase):
 
@@ -2165,6 +2224,33 @@ class ShutdownTests(H2TestCase):
         self.assertEqual([(f.error_code, f.last_stream_id) for f in goaways(frames)],
                          [(NO_ERROR, 1)], frames)
         self.assertEqual(srv.wait(EXIT_TIMEOUT), 0, srv.log_text(last=50))
+
+    def test_sighup_with_workers_drains_http2_connections(self):
+        srv = self.start("--workers", "2")
+        c = RawH2(srv.port)
+        self.addCleanup(c.close)
+        c.send(frame(SETTINGS, ACK, 0))
+        c.get(1, "/pid")
+        status, body, _, frames = c.response(1)
+        self.assertEqual(status, 200, frames)
+        old = int(body)
+        c.get(3, "/delay/1000")
+        c.read_until(lambda f: False, 0.3)
+        srv.send_signal(signal.SIGHUP)
+        # The old worker drains: GOAWAY, the stream in flight completes, the connection ends.
+        g, frames = c.read_until(lambda f: f.type == GOAWAY, timeout=IO_TIMEOUT * 2)
+        self.assertIsNotNone(g, "no GOAWAY after SIGHUP: %r" % frames)
+        self.assertEqual((g.error_code, g.last_stream_id), (NO_ERROR, 3), g)
+        status, body, reset, frames = c.response(3)
+        self.assertEqual((status, body, reset), (200, b"done", None), frames)
+        eof, frames = c.read_to_eof()
+        self.assertTrue(eof, "the connection stayed open: %r" % frames)
+        # New connections go to the new workers.
+        self.assertTrue(wait_until(lambda: not os.path.exists("/proc/%d" % old), IO_TIMEOUT * 2),
+                        "the old worker did not exit")
+        with H2Client(srv.port) as h:
+            self.assertNotEqual(int(h.request("/pid").body), old)
+        self.assertEqual(srv.stop(), 0, srv.log_text(last=30))
 
     def test_sigterm_refuses_streams_after_goaway(self):
         srv = self.start()
