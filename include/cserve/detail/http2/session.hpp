@@ -277,6 +277,7 @@ private:
     std::optional<address> server_;
     std::string client_text_;
     std::optional<http2::upgrade_request> upgrade_;
+    std::shared_ptr<stream_type> upgraded_waiting_; // stream 1 of an h2c upgrade, until the preface
     std::shared_ptr<void> owner_;
 
     nghttp2_session* session_ = nullptr;

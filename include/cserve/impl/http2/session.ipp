@@ -152,6 +152,15 @@ struct http2_session<Stream>::callbacks {
                 }
             }
             return 0;
+        case NGHTTP2_SETTINGS:
+            if (!(frame->hd.flags & NGHTTP2_FLAG_ACK) && s.upgraded_waiting_) {
+                auto st = std::move(s.upgraded_waiting_);
+                s.upgraded_waiting_.reset();
+                s.idle_.cancel();
+                if (!st->closed_)
+                    s.start_stream(st);
+            }
+            return 0;
         case NGHTTP2_PING:
             if ((frame->hd.flags & NGHTTP2_FLAG_ACK) && s.awaiting_ping_) {
                 s.awaiting_ping_ = false;
@@ -636,7 +645,12 @@ http2_session<Stream>::start_upgraded()
     st->upgraded_ = true; // the body arrived over HTTP/1.1: no window to open for it
     streams_.emplace(1, st);
     upgrade_.reset();
-    start_stream(st);
+    // Its application starts when the client's preface (its SETTINGS) arrives: a response
+    // sent right behind the 101 would reach a client still reading HTTP/1.1, and curl keeps
+    // only 32 KiB of what follows the 101. A client that never sends the preface has
+    // --timeout-keep-alive.
+    upgraded_waiting_ = st;
+    arm_idle();
 }
 
 template <class Stream>
@@ -748,7 +762,7 @@ http2_session<Stream>::arm_idle() noexcept
     idle_.async_wait([w = this->weak_from_this()](boost::system::error_code ec) {
         if (ec)
             return;
-        if (auto s = w.lock(); s && s->streams_.empty())
+        if (auto s = w.lock(); s && (s->streams_.empty() || s->upgraded_waiting_))
             s->go_away(NGHTTP2_NO_ERROR);
     });
 }
