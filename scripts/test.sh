@@ -4,7 +4,9 @@
 #
 #   1. build/       RelWithDebInfo, header-only: the whole suite, including the CMake consumer
 #                   tests (add_subdirectory, FetchContent, build tree, install + find_package,
-#                   and one consumer of the separately compiled library).
+#                   and one consumer of the separately compiled library). The examples the
+#                   integration tests drive are header-only; the unit tests link the library
+#                   compiled once (tests/CMakeLists.txt), in every pass.
 #   2. build-asan/  AddressSanitizer + UndefinedBehaviorSanitizer, -O1 -g, with
 #                   CSERVE_SEPARATE_COMPILATION=ON so the full suite also runs in the other
 #                   mode. Only what its ctest run needs is built; the consumer tests (cmake.*)
@@ -16,8 +18,9 @@
 #                   ../shared/boost-next/boost-next.tar.xz or CSERVE_BOOST_NEXT): the examples and
 #                   the unit tests, -O0 to keep the pass short. Skipped with a note where the
 #                   archive is absent, except under CI (CI=true), where it must be there.
-#   Passes 3 and 4 use separate compilation: the library's templates are compiled once, not in
-#   every test's translation unit (pass 1 covers the header-only mode).
+#   Passes 2 to 4 use separate compilation: the library's templates are compiled once, not in
+#   every test's translation unit (pass 1's examples, header checks, ODR test and consumer
+#   builds cover the header-only mode).
 #
 # The last line printed is the summary of the last ctest run. Exits non-zero if any step fails.
 # Environment: CSERVE_JOBS (default 2) parallel jobs for the build and for ctest;
