@@ -26,6 +26,9 @@ packages=(
   python3-h2          # ... and HTTP/2 frames (tests/integration/http2_test.py)
   nghttp2-client      # nghttp and h2load: HTTP/2 clients for the tests
   chromium            # headless browser for tests/integration/chat_e2e_test.py
+  nginx               # a real proxy in front of the examples (benchmarks, PROXY protocol tests)
+  libnginx-mod-stream # nginx's stream module: proxy_protocol on (proxy_protocol_test.py)
+  haproxy             # send-proxy-v2 (proxy_protocol_test.py)
 )
 
 missing=()

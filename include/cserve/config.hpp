@@ -109,7 +109,14 @@ struct config {
     /// proxy_headers()). (--proxy-headers / --no-proxy-headers)
     bool proxy_headers = true;
 
-    /// The proxies trusted for `proxy_headers`: addresses, CIDR networks or "*".
+    /// Expect the PROXY protocol header (v1 or v2: HAProxy's send-proxy and send-proxy-v2,
+    /// nginx's proxy_protocol, cloud TCP load balancers) in front of every connection, before
+    /// TLS and HTTP, from the peers in `forwarded_allow_ips` (a Unix-socket peer is local);
+    /// the scope's client and server are the addresses it names. A connection without a valid
+    /// header, or from another peer, is closed. (--proxy-protocol / --no-proxy-protocol)
+    bool proxy_protocol = false;
+
+    /// The proxies trusted for `proxy_headers` and `proxy_protocol`: addresses, CIDR networks or "*".
     /// (--forwarded-allow-ips; the FORWARDED_ALLOW_IPS environment variable sets the default)
     std::string forwarded_allow_ips = "127.0.0.1";
 

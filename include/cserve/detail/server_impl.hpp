@@ -120,6 +120,7 @@ public:
     config cfg_;
     logger log_;
     std::optional<trusted_hosts> trusted_; // with config::proxy_headers: see apply_proxy_headers
+    std::optional<trusted_hosts> proxy_protocol_; // with config::proxy_protocol: who may send the header
     std::vector<acceptor_type> acceptors_;
     std::vector<address> local_addresses_;
     std::vector<std::string> listen_urls_; // for the "running on" line

@@ -141,6 +141,10 @@ flag_table()
          [](config& c, std::string_view, std::string_view) { c.proxy_headers = true; }},
         {"--no-proxy-headers", "", "Disable Forwarded, X-Forwarded-Proto, X-Forwarded-For.",
          [](config& c, std::string_view, std::string_view) { c.proxy_headers = false; }},
+        {"--proxy-protocol", "", "Expect a PROXY protocol header (v1 or v2) on every connection from --forwarded-allow-ips.  [default: off]",
+         [](config& c, std::string_view, std::string_view) { c.proxy_protocol = true; }},
+        {"--no-proxy-protocol", "", "Connections begin with HTTP or TLS, not a PROXY header.",
+         [](config& c, std::string_view, std::string_view) { c.proxy_protocol = false; }},
         {"--forwarded-allow-ips", "TEXT", "Comma separated list of IP addresses, IP networks, or '*' to trust with proxy headers.  [default: $FORWARDED_ALLOW_IPS or 127.0.0.1]",
          [](config& c, std::string_view n, std::string_view v) {
              try {

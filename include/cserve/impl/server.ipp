@@ -87,6 +87,8 @@ server_impl::server_impl(net::io_context& ioc, app_function app, config cfg)
     , cfg_(std::move(cfg))
     , log_(cfg_.log_level, cfg_.log_sink)
     , trusted_(cfg_.proxy_headers ? std::optional<trusted_hosts>(std::in_place, cfg_.forwarded_allow_ips) : std::nullopt)
+    , proxy_protocol_(cfg_.proxy_protocol ? std::optional<trusted_hosts>(std::in_place, cfg_.forwarded_allow_ips)
+                                          : std::nullopt)
     , deadlines_(executor_, multi_threaded_)
     , wake_timer_(executor_, std::chrono::steady_clock::time_point::max())
 {

@@ -205,6 +205,8 @@ private:
     void on_idle_read(boost::system::error_code ec, std::size_t n);
     void close_idle() noexcept;
     void on_deadline(std::uint32_t epoch) noexcept;
+    static void begin(std::shared_ptr<http1_connection> self);
+    task<bool> read_proxy_header();
 #if CSERVE_DETAIL_DIRECT_LAUNCH
     using serve_task = direct_task;
 #else

@@ -5,6 +5,7 @@
 
 #include <cserve/detail/http1/connection.hpp>
 #include <cserve/detail/response_head.hpp>
+#include <cserve/detail/proxy_protocol.hpp>
 #include <cserve/detail/websocket/session.hpp>
 #include <cserve/detail/http2/session.hpp>
 
@@ -47,13 +48,90 @@ http1_connection<Stream>::start(std::shared_ptr<http1_connection> self)
     if (!ec)
         c.server_ = to_address(local);
     ops::open(c.stream_);
-    // The header deadline runs from here: a TLS handshake counts against it, and a client
-    // that connects and sends nothing is dropped when it passes.
+    // The header deadline runs from here: a PROXY header and a TLS handshake count against
+    // it, and a client that connects and sends nothing is dropped when it passes.
     c.srv_.deadlines_.set(c, deadline_kind::request_header);
+    if (c.srv_.proxy_protocol_) {
+        auto ex = c.get_executor();
+        net::co_spawn(ex, c.read_proxy_header(), [self = std::move(self)](std::exception_ptr e, bool ok) mutable {
+            if (e)
+                self->srv_.log_session_failure(e);
+            if (e || !ok) {
+                self->close_idle();
+                return;
+            }
+            begin(std::move(self));
+        });
+        return;
+    }
+    begin(std::move(self));
+}
+
+template <class Stream>
+void
+http1_connection<Stream>::begin(std::shared_ptr<http1_connection> self)
+{
+    auto& c = *self;
+    if (c.closed_)
+        return;
     if constexpr (requires { ops::async_handshake(c.stream_, handshake_handler{self}); })
         ops::async_handshake(c.stream_, handshake_handler{std::move(self)});
     else
         c.wait_idle();
+}
+
+template <class Stream>
+task<bool>
+http1_connection<Stream>::read_proxy_header()
+{
+    // --proxy-protocol: the balancer's header comes first, before TLS and HTTP. It is taken
+    // off the socket byte for byte (peeked, then read as far as it goes), so that what follows
+    // is left for the TLS handshake or the request.
+    namespace pp = proxy_protocol;
+    auto& socket = stream_.lowest_layer();
+    auto const peer = client_text();
+    auto refuse = [&](std::string_view why) {
+        if (srv_.log_.enabled(log_level::info))
+            srv_.log_.log(log_level::info, "PROXY protocol: " + peer + " " + std::string(why) + ": closing");
+        return false;
+    };
+    // A Unix-socket peer is local; a TCP one must be a trusted balancer (--forwarded-allow-ips).
+    bool const tcp = client_ && !client_->host.empty() && client_->host.front() != '/' && client_->host.front() != '@';
+    if (tcp && !srv_.proxy_protocol_->contains(client_->host))
+        co_return refuse("is not in --forwarded-allow-ips");
+    std::string head;
+    std::array<char, 536> buf; // HAProxy's advice: one read of 536 bytes holds any v1 header
+    for (;;) {
+        auto n = ::recv(socket.native_handle(), buf.data(), buf.size(), MSG_PEEK | MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            auto [wec] = co_await socket.async_wait(net::socket_base::wait_read, net::as_tuple(net::use_awaitable));
+            if (wec)
+                co_return refuse(timed_out_ ? "sent no PROXY header in time" : "left");
+            continue;
+        }
+        if (n <= 0)
+            co_return refuse("left before its PROXY header was whole");
+        auto take = pp::header_bytes(head, {buf.data(), static_cast<std::size_t>(n)});
+        if (!take)
+            co_return refuse("sent no valid PROXY header");
+        auto got = ::recv(socket.native_handle(), buf.data(), *take, MSG_DONTWAIT);
+        if (got < 0 || static_cast<std::size_t>(got) != *take)
+            co_return refuse("left before its PROXY header was whole");
+        head.append(buf.data(), *take);
+        pp::header h;
+        auto st = pp::parse(head, h);
+        if (st == pp::status::invalid)
+            co_return refuse("sent a malformed PROXY header");
+        if (st == pp::status::done) {
+            if (!h.local) {
+                client_ = std::move(h.source);
+                server_ = std::move(h.destination);
+            }
+            co_return true;
+        }
+    }
 }
 
 template <class Stream>
