@@ -585,3 +585,32 @@ TEST_CASE("proxy_headers: limit_max_requests_jitter adds at most the jitter to t
     CHECK(limit >= 1);
     CHECK(served >= limit);
 }
+
+TEST_CASE("proxy_headers: a peer without an address is trusted only by '*'", "[proxy_headers][uds]")
+{
+    // An unnamed Unix-socket peer (nginx's upstream connection to --uds) has no scope.client.
+    auto scope_from_socket = [] {
+        cserve::scope s;
+        s.type = cserve::scope_type::http;
+        s.scheme = "http";
+        s.headers = {{"x-forwarded-for", "203.0.113.5, 127.0.0.1"}, {"x-forwarded-proto", "https"}};
+        return s;
+    };
+    auto s = scope_from_socket();
+    CHECK_FALSE(cserve::detail::apply_proxy_headers(s, cserve::trusted_hosts("127.0.0.1")));
+    CHECK_FALSE(s.client);
+    CHECK(s.scheme == "http");
+
+    s = scope_from_socket();
+    CHECK(cserve::detail::apply_proxy_headers(s, cserve::trusted_hosts("*")));
+    REQUIRE(s.client);
+    CHECK(s.client->host == "203.0.113.5");
+    CHECK(s.scheme == "https");
+
+    // A named Unix-socket peer (its path as the host) likewise.
+    s = scope_from_socket();
+    s.client = cserve::address{"/run/nginx.sock", 0};
+    CHECK_FALSE(cserve::detail::apply_proxy_headers(s, cserve::trusted_hosts("127.0.0.1,10.0.0.0/8")));
+    CHECK(cserve::detail::apply_proxy_headers(s, cserve::trusted_hosts("*")));
+    CHECK(s.client->host == "203.0.113.5");
+}

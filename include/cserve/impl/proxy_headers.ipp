@@ -223,7 +223,7 @@ apply_proto(scope& s, std::string_view p)
 bool
 apply_proxy_headers(scope& s, trusted_hosts const& trusted)
 {
-    if (s.type == scope_type::lifespan || !s.client)
+    if (s.type == scope_type::lifespan)
         return false;
     // One pass over the headers for the three this reads (it runs for every request).
     std::optional<std::string_view> forwarded, proto, xff;
@@ -238,7 +238,9 @@ apply_proxy_headers(scope& s, trusted_hosts const& trusted)
             xff = xff.value_or(value);
     }
     // Most requests carry none: then the peer's address is not even parsed.
-    if ((!forwarded && !proto && !xff) || !trusted.contains(s.client->host))
+    // A peer without an address (an unnamed Unix-socket peer, such as a proxy's) is trusted
+    // only by "*", as in uvicorn.
+    if ((!forwarded && !proto && !xff) || !trusted.contains(s.client ? std::string_view(s.client->host) : ""))
         return false;
     if (forwarded) {
         // RFC 7239 first. Every proxy appends an element describing the connection it took:
@@ -306,7 +308,7 @@ inline task<>
 call_behind_proxy(app_function const& app, trusted_hosts const& trusted, scope& s, receive r, cserve::send snd)
 {
     std::optional<scope_restore> restore;
-    if (s.client && (s.header("forwarded") || s.header("x-forwarded-proto") || s.header("x-forwarded-for")))
+    if (s.header("forwarded") || s.header("x-forwarded-proto") || s.header("x-forwarded-for"))
         restore.emplace(s);
     apply_proxy_headers(s, trusted);
     co_await app(s, r, snd);
