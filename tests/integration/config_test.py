@@ -17,6 +17,7 @@ run if it ever takes longer than two minutes.
 """
 
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -33,6 +34,8 @@ import cserve_harness  # noqa: E402
 from cserve_harness import (  # noqa: E402
     env_with, HOST, IO_TIMEOUT, EXIT_TIMEOUT, RUN_TIMEOUT, RUNNING_OR_UDS_RE, die_with_parent,
     parse_args, require_executable, run_tests)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Set from the command line in main().
 HTTPBIN = None
@@ -288,6 +291,50 @@ class InheritedSocketTests(unittest.TestCase):
             if srv:
                 srv.kill()
             lsock.close()
+
+    def test_systemd_socket_activate_as_docs_deploy_md_shows(self):
+        # The command docs/deploy.md gives for trying the systemd units without systemd:
+        # systemd-socket-activate listens, and the first connection starts httpbin on the
+        # socket it passes (LISTEN_FDS), with a NOTIFY_SOCKET for Type=notify.
+        tool = shutil.which("systemd-socket-activate")
+        if not tool:
+            self.skipTest("systemd-socket-activate is not installed (Debian's systemd package)")
+        with open(os.path.join(ROOT, "docs", "deploy.md")) as f:
+            self.assertIn("systemd-socket-activate -l 127.0.0.1:8000 -E NOTIFY_SOCKET=/tmp/notify.sock "
+                          "build/examples/httpbin --workers 2", f.read())
+        with tempfile.TemporaryDirectory(prefix="cserve-activate-") as tmp:
+            path = os.path.join(tmp, "notify.sock")
+            ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            ns.bind(path)
+            ns.settimeout(IO_TIMEOUT * 2)
+            with socket.socket() as s:
+                s.bind((HOST, 0))
+                port = s.getsockname()[1]
+            proc = subprocess.Popen([tool, "-l", "%s:%d" % (HOST, port), "-E", "NOTIFY_SOCKET=" + path,
+                                     HTTPBIN, "--workers", "2"],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, start_new_session=True)
+            try:
+                deadline = time.monotonic() + IO_TIMEOUT
+                while True:
+                    try:
+                        r = httpx.get("http://%s:%d/pid" % (HOST, port), timeout=IO_TIMEOUT * 2)
+                        break
+                    except httpx.ConnectError:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.05)
+                self.assertEqual(r.status_code, 200)
+                self.assertNotEqual(int(r.text), proc.pid)  # a worker answered
+                self.assertEqual(ns.recv(4096), b"READY=1")
+                os.killpg(proc.pid, signal.SIGTERM)
+                self.assertEqual(proc.wait(EXIT_TIMEOUT * 2), 0, proc.stderr.read().decode())
+            finally:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                proc.stderr.close()
+                ns.close()
 
     def test_listen_fds_for_another_pid_is_ignored(self):
         # LISTEN_PID names some other process: the variables are not for us, so the

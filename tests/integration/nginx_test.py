@@ -9,10 +9,10 @@ Run as:
 (--hello is accepted for the shared command line and not used.) Skipped where
 /usr/sbin/nginx is not installed (scripts/setup.sh installs it).
 
-nginx (the configuration in NGINX_CONF, the one docs/deploy.md shows) proxies to two httpbins,
-one on 127.0.0.1 and one on a Unix socket, with keep-alive upstream connections, the WebSocket
-upgrade headers, X-Forwarded-For and -Proto, unbuffered requests and responses; it listens on
-cleartext HTTP/1.1 and on TLS with HTTP/2. The tests: keep-alive upstream connections (many
+nginx (NGINX_CONF, which includes docs/nginx/cserve-proxy.conf, the settings docs/deploy.md
+shows) proxies to two httpbins, one on 127.0.0.1 and one on a Unix socket, with keep-alive
+upstream connections, the WebSocket upgrade headers, X-Forwarded-For and -Proto, unbuffered
+requests and responses; it listens on cleartext HTTP/1.1 and on TLS with HTTP/2. The tests: keep-alive upstream connections (many
 requests, few connections on httpbin's side), the client's address and scheme through the
 proxy (X-Forwarded-For, trusted by --forwarded-allow-ips), a streamed 16 MiB upload
 (counted), an echoed one and a 64 MiB download checked byte for byte, a WebSocket echoed through nginx, and HTTP/2 from the
@@ -47,6 +47,10 @@ WATCHDOG = 150
 SANITIZER_RE = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|"
                           r"SUMMARY: \w+Sanitizer|terminate called|Segmentation fault")
 
+# The proxy settings docs/deploy.md recommends, from the file it shows.
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PROXY_CONF = os.path.join(ROOT, "docs", "nginx", "cserve-proxy.conf")
+
 # @DIR@, @PORT@ (cleartext), @TLS_PORT@, @UDS_PORT@ (cleartext, to the Unix-socket httpbin),
 # @TCP_UPSTREAM@ and @UDS_PATH@ are filled in.
 NGINX_CONF = """
@@ -78,16 +82,7 @@ http {
         ''      '';
     }
 
-    proxy_http_version 1.1;
-    proxy_set_header Host $host;
-    proxy_set_header Upgrade $http_upgrade;
-    proxy_set_header Connection $connection_upgrade;
-    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-    proxy_set_header X-Forwarded-Proto $scheme;
-    proxy_request_buffering off;
-    proxy_buffering off;
-    proxy_read_timeout 60s;
-    client_max_body_size 0;
+    include @PROXY_CONF@;
 
     server {
         listen 127.0.0.1:@PORT@;
@@ -158,7 +153,7 @@ class BehindNginxTests(unittest.TestCase):
         conf = NGINX_CONF
         for k, v in {"@DIR@": cls.dir, "@PORT@": cls.port, "@TLS_PORT@": cls.tls_port,
                      "@UDS_PORT@": cls.uds_port, "@TCP_UPSTREAM@": "%s:%d" % (HOST, cls.tcp.port),
-                     "@UDS_PATH@": cls.uds}.items():
+                     "@UDS_PATH@": cls.uds, "@PROXY_CONF@": PROXY_CONF}.items():
             conf = conf.replace(k, str(v))
         path = os.path.join(cls.dir, "nginx.conf")
         with open(path, "w") as f:
@@ -203,6 +198,13 @@ class BehindNginxTests(unittest.TestCase):
         """(name, nginx's cleartext URL prefix) for the TCP and the Unix-socket upstream."""
         return [("tcp", "http://%s:%d" % (HOST, self.port)),
                 ("uds", "http://%s:%d" % (HOST, self.uds_port))]
+
+    def test_deploy_md_shows_the_proxy_settings_tested_here(self):
+        with open(os.path.join(ROOT, "docs", "deploy.md")) as f:
+            doc = f.read()
+        with open(PROXY_CONF) as f:
+            conf = f.read()
+        self.assertIn(conf.strip(), doc, "docs/deploy.md and docs/nginx/cserve-proxy.conf differ")
 
     def test_keep_alive_upstream_connections(self):
         with httpx.Client(timeout=IO_TIMEOUT) as client:
