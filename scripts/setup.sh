@@ -29,6 +29,7 @@ packages=(
   nginx               # a real proxy in front of the examples (benchmarks, PROXY protocol tests)
   libnginx-mod-stream # nginx's stream module: proxy_protocol on (proxy_protocol_test.py)
   haproxy             # send-proxy-v2 (proxy_protocol_test.py)
+  systemd             # systemd-socket-activate (config_test.py)
 )
 
 missing=()
