@@ -375,6 +375,44 @@ def require_executable(path, script, hint=""):
         sys.exit("%s: %s is not an executable%s" % (os.path.basename(script), path, hint))
 
 
+# What a sanitizer or a crash leaves in a server's log.
+SANITIZER_RE = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|"
+                          r"SUMMARY: \w+Sanitizer|terminate called|Segmentation fault")
+
+
+class CheckedServer(Server):
+    """A Server whose log can be searched for a sanitizer report (or a crash)."""
+
+    def sanitizer_report(self):
+        """The report with its context, or None."""
+        text = self.log_text()
+        m = SANITIZER_RE.search(text)
+        return text[max(0, m.start() - 2000):m.start() + 6000] if m else None
+
+
+    def stop_checked(self):
+        """SIGTERM, then fails (AssertionError) on a sanitizer report or an exit status but 0."""
+        try:
+            rc = self.stop(check=False)
+            report = self.sanitizer_report()
+        finally:
+            self.kill()
+        if report:
+            raise AssertionError("a sanitizer report in the server's log:\n%s" % report)
+        if rc != 0:
+            raise AssertionError("server exited with status %r after SIGTERM; log:\n%s"
+                                 % (rc, self.log_text(last=50)))
+
+
+def httpbin_main(script, watchdog_seconds, set_httpbin):
+    """A test script's main(): the command line's --httpbin (checked, then given to
+    set_httpbin), and the tests under a watchdog."""
+    args, rest = parse_args()
+    require_executable(args.httpbin, script)
+    set_httpbin(args.httpbin)
+    run_tests(rest, watchdog_seconds)
+
+
 def run_tests(rest, watchdog_seconds=WATCHDOG_SECONDS):
     """unittest.main with the arguments parse_args left over, under a watchdog that aborts
     the whole run (with every thread's traceback) after watchdog_seconds."""

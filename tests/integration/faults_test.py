@@ -24,7 +24,6 @@ Every socket talks to 127.0.0.1 only, and every operation is bounded by a timeou
 """
 
 import os
-import re
 import resource
 import selectors
 import signal
@@ -39,14 +38,11 @@ import httpx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cserve_harness import (  # noqa: E402
-    HOST, IO_TIMEOUT, RUN_TIMEOUT, Server, children, env_with, parse_args, require_executable,
-    run_tests, wait_until)
+    HOST, IO_TIMEOUT, RUN_TIMEOUT, CheckedServer, children, env_with, httpbin_main, wait_until)
 
 HTTPBIN = None
 WATCHDOG = 150
 
-SANITIZER_RE = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|"
-                          r"SUMMARY: \w+Sanitizer|terminate called|Segmentation fault")
 
 
 def rss_kib(pid):
@@ -63,14 +59,10 @@ def sanitized(binary):
         return b"__asan_init" in f.read()
 
 
-class Httpbin(Server):
+class Httpbin(CheckedServer):
     def __init__(self, *args, **kw):
         super().__init__(HTTPBIN, *args, env=env_with(), no_core=True, **kw)
 
-    def sanitizer_report(self):
-        text = self.log_text()
-        m = SANITIZER_RE.search(text)
-        return text[max(0, m.start() - 2000):m.start() + 6000] if m else None
 
 
 class FaultTestCase(unittest.TestCase):
@@ -311,11 +303,7 @@ class WorkerFaultTests(FaultTestCase):
 
 
 def main():
-    args, rest = parse_args()
-    global HTTPBIN
-    HTTPBIN = args.httpbin
-    require_executable(HTTPBIN, __file__)
-    run_tests(rest, WATCHDOG)
+    httpbin_main(__file__, WATCHDOG, lambda path: globals().update(HTTPBIN=path))
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ import hpack
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cserve_harness import (  # noqa: E402
-    EXIT_TIMEOUT, HOST, IO_TIMEOUT, RUN_TIMEOUT, Server, env_with, parse_args,
+    EXIT_TIMEOUT, HOST, IO_TIMEOUT, RUN_TIMEOUT, CheckedServer, env_with, parse_args,
     require_executable, run_tests, wait_until)
 
 # Set from the command line in main().
@@ -79,9 +79,6 @@ HTTPBIN = None
 # The whole run (an ASan build is about three times slower than a release one).
 WATCHDOG = 200
 
-# What a sanitizer or a crash leaves in a server's log.
-SANITIZER_RE = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|"
-                          r"SUMMARY: \w+Sanitizer|terminate called|Segmentation fault")
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -792,16 +789,10 @@ def tls_context(alpn, cafile):
 # Servers
 # ---------------------------------------------------------------------------------------
 
-class Httpbin(Server):
+class Httpbin(CheckedServer):
     def __init__(self, *args):
         super().__init__(HTTPBIN, *args, env=env_with(), no_core=True)
 
-    def sanitizer_report(self):
-        text = self.log_text()
-        m = SANITIZER_RE.search(text)
-        if not m:
-            return None
-        return text[max(0, m.start() - 2000):m.start() + 6000]
 
 
 class H2TestCase(unittest.TestCase):
@@ -848,17 +839,7 @@ class SharedServerTestCase(H2TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        server = cls.server
-        try:
-            rc = server.stop(check=False)
-            report = server.sanitizer_report()
-        finally:
-            server.kill()
-        if report:
-            raise AssertionError("a sanitizer report in the server's log:\n%s" % report)
-        if rc != 0:
-            raise AssertionError("server exited with status %r after SIGTERM; log:\n%s"
-                                 % (rc, server.log_text(last=50)))
+        cls.server.stop_checked()
 
     def tearDown(self):
         self.assert_healthy(self.server)

@@ -24,7 +24,6 @@ import asyncio
 import hashlib
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -37,15 +36,13 @@ import websockets.client
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cserve_harness import (  # noqa: E402
-    HOST, IO_TIMEOUT, RUN_TIMEOUT, RUNNING_OR_UDS_RE, Process, Server, env_with, parse_args,
-    require_executable, run_tests, wait_until)
+    HOST, IO_TIMEOUT, RUN_TIMEOUT, RUNNING_OR_UDS_RE, CheckedServer, Process, env_with,
+    httpbin_main, wait_until)
 
 HTTPBIN = None
 NGINX = "/usr/sbin/nginx"
 WATCHDOG = 150
 
-SANITIZER_RE = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|"
-                          r"SUMMARY: \w+Sanitizer|terminate called|Segmentation fault")
 
 # The proxy settings docs/deploy.md recommends, from the file it shows.
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -120,15 +117,11 @@ def established_to(port):
     return len([line for line in out.splitlines() if line.strip()])
 
 
-class Httpbin(Server):
+class Httpbin(CheckedServer):
     def __init__(self, *args):
         super().__init__(HTTPBIN, *args, env=env_with(), no_core=True,
                          running_re=RUNNING_OR_UDS_RE)
 
-    def sanitizer_report(self):
-        text = self.log_text()
-        m = SANITIZER_RE.search(text)
-        return text[max(0, m.start() - 2000):m.start() + 6000] if m else None
 
 
 @unittest.skipUnless(os.access(NGINX, os.X_OK), NGINX + " is not installed (scripts/setup.sh)")
@@ -286,11 +279,7 @@ class BehindNginxTests(unittest.TestCase):
 
 
 def main():
-    args, rest = parse_args()
-    global HTTPBIN
-    HTTPBIN = args.httpbin
-    require_executable(HTTPBIN, __file__)
-    run_tests(rest, WATCHDOG)
+    httpbin_main(__file__, WATCHDOG, lambda path: globals().update(HTTPBIN=path))
 
 
 if __name__ == "__main__":

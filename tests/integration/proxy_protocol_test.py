@@ -37,14 +37,11 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cserve_harness import (  # noqa: E402
-    HOST, IO_TIMEOUT, RUN_TIMEOUT, Process, Server, env_with, parse_args, require_executable,
-    run_tests, wait_until)
+    HOST, IO_TIMEOUT, RUN_TIMEOUT, CheckedServer, Process, env_with, httpbin_main, wait_until)
 
 HTTPBIN = None
 WATCHDOG = 120
 
-SANITIZER_RE = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|"
-                          r"SUMMARY: \w+Sanitizer|terminate called|Segmentation fault")
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -98,14 +95,10 @@ def closed_without_answer(sock, timeout=IO_TIMEOUT):
         return True
 
 
-class Httpbin(Server):
+class Httpbin(CheckedServer):
     def __init__(self, *args):
         super().__init__(HTTPBIN, *args, env=env_with(), no_core=True)
 
-    def sanitizer_report(self):
-        text = self.log_text()
-        m = SANITIZER_RE.search(text)
-        return text[max(0, m.start() - 2000):m.start() + 6000] if m else None
 
 
 class ProxyProtocolTestCase(unittest.TestCase):
@@ -118,17 +111,7 @@ class ProxyProtocolTestCase(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        server = cls.server
-        try:
-            rc = server.stop(check=False)
-            report = server.sanitizer_report()
-        finally:
-            server.kill()
-        if report:
-            raise AssertionError("a sanitizer report in the server's log:\n%s" % report)
-        if rc != 0:
-            raise AssertionError("server exited with status %r; log:\n%s"
-                                 % (rc, server.log_text(last=30)))
+        cls.server.stop_checked()
 
     def tearDown(self):
         report = self.server.sanitizer_report()
@@ -432,11 +415,7 @@ backend back
 
 
 def main():
-    args, rest = parse_args()
-    global HTTPBIN
-    HTTPBIN = args.httpbin
-    require_executable(HTTPBIN, __file__)
-    run_tests(rest, WATCHDOG)
+    httpbin_main(__file__, WATCHDOG, lambda path: globals().update(HTTPBIN=path))
 
 
 if __name__ == "__main__":
