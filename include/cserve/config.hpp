@@ -151,7 +151,8 @@ struct config {
     /// Close a connection whose client has taken none of a response's bytes for this long:
     /// a write that cannot go on (the client does not read, or an HTTP/2 peer keeps its
     /// flow-control window shut). As nginx's send_timeout, it bounds each stall, not the
-    /// whole response. (--timeout-write)
+    /// whole response. The same bounds each wait for an HTTP/1.1 request body's next bytes
+    /// (nginx's client_body_timeout): the application sees http.disconnect. (--timeout-write)
     std::chrono::milliseconds timeout_write = std::chrono::seconds(60);
 
     /// The largest request line plus header accepted; larger is a 431. (--max-header-bytes)

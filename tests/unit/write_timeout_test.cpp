@@ -103,3 +103,77 @@ TEST_CASE("timeout_write: a slow reader that keeps reading is not dropped")
     CHECK(got > (4u << 20)); // the head and every byte of the body
     CHECK_FALSE(r.logged("--timeout-write"));
 }
+
+namespace {
+
+struct body_record {
+    std::string body;
+    bool disconnect = false; // receive() gave http.disconnect
+};
+
+// Reads the request body to its end (or a disconnect), then answers with its size.
+cserve::app_function
+body_reader(body_record& rec)
+{
+    return [&rec](cserve::scope&, cserve::receive receive, cserve::send send) -> task<> {
+        for (;;) {
+            auto e = co_await receive();
+            if (auto* r = std::get_if<http::request>(&e)) {
+                rec.body += r->body;
+                if (!r->more_body)
+                    break;
+                continue;
+            }
+            rec.disconnect = true;
+            co_return;
+        }
+        auto text = std::to_string(rec.body.size());
+        co_await send(http::response_start{.status = 200, .headers = {{"content-length", std::to_string(text.size())}}});
+        co_await send(http::response_body{.body = text});
+    };
+}
+
+} // namespace
+
+TEST_CASE("timeout_write: a request body that stops arriving ends in http.disconnect")
+{
+    body_record rec;
+    auto cfg = ct::test_config();
+    cfg.timeout_write = std::chrono::milliseconds(300);
+    auto r = ct::run_server(body_reader(rec), cfg, [&](unsigned short port) -> task<> {
+        auto s = co_await ct::connect(port);
+        co_await ct::write(s, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789");
+        // Nothing more: the server gives up on the body, and closes.
+        auto rest = co_await ct::read_to_eof(s, std::chrono::milliseconds(3000));
+        CHECK_FALSE(rest.timed_out); // closed by the server
+        CHECK(rest.data.empty());    // no response: the application saw the client go
+    });
+    CSERVE_REQUIRE_RUN(r);
+    CHECK(rec.disconnect);
+    CHECK(rec.body == "0123456789");
+    CHECK(r.logged("sent nothing of its request body for --timeout-write"));
+}
+
+TEST_CASE("timeout_write: a request body that trickles in is read to its end")
+{
+    body_record rec;
+    auto cfg = ct::test_config();
+    cfg.timeout_write = std::chrono::milliseconds(300);
+    auto r = ct::run_server(body_reader(rec), cfg, [&](unsigned short port) -> task<> {
+        auto s = co_await ct::connect(port);
+        co_await ct::write(s, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\nConnection: close\r\n\r\n");
+        // A byte every 100 ms: 1.2 s in all, four times the timeout, never 300 ms without one.
+        net::steady_timer t(co_await net::this_coro::executor);
+        for (char c : std::string("trickled in!")) {
+            t.expires_after(std::chrono::milliseconds(100));
+            co_await t.async_wait(net::use_awaitable);
+            co_await ct::write(s, std::string(1, c));
+        }
+        auto rest = co_await ct::read_to_eof(s, std::chrono::milliseconds(3000));
+        CHECK(rest.data.find("\r\n\r\n12") != std::string::npos);
+    });
+    CSERVE_REQUIRE_RUN(r);
+    CHECK_FALSE(rec.disconnect);
+    CHECK(rec.body == "trickled in!");
+    CHECK_FALSE(r.logged("--timeout-write"));
+}

@@ -329,7 +329,14 @@ http1_connection<Stream>::read_body()
             co_return http::request{std::move(body), true};
         if (closed_ || req_->x.disconnected())
             co_return http::disconnect{};
+        // A body that stops arriving has timeout_write to go on, as a response that stops
+        // being read does (nginx's client_body_timeout): each stall, not the whole body.
+        srv_.deadlines_.set(*this, deadline_kind::write);
         auto [rec, n] = co_await stream_.async_read_some(req_->in.prepare(http1::body_chunk), http1::use_tuple);
+        srv_.deadlines_.clear(*this);
+        if (rec && timed_out_ && !closed_)
+            srv_.log_.log(log_level::warning,
+                          "Client " + client_text() + " sent nothing of its request body for --timeout-write: closing");
         if (rec == net::error::operation_aborted && !closed_ && !timed_out_) {
             // The application cancelled this receive() (app.hpp): nothing was taken, the
             // connection goes on, and the next receive() reads on.
