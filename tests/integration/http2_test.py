@@ -2060,8 +2060,10 @@ class WebSocketOverH2Tests(SharedServerTestCase):
             self.assertEqual(c.responses[sid].status, 501)
             r = c.request("/bytes/10")
             self.assertEqual(r.status, 200)
-        self.assertIn('"WebSocket /ws/reject" 403', self.server.log_text())
-        self.assertIn('"WebSocket /ws/deny" 401', self.server.log_text())
+        # The log is read by a thread of the test harness: the lines may come a little later.
+        for line in ('"WebSocket /ws/reject" 403', '"WebSocket /ws/deny" 401'):
+            self.assertTrue(wait_until(lambda: line in self.server.log_text(), IO_TIMEOUT),
+                            self.server.log_text(last=10))
 
     def test_server_close_code_then_end_stream(self):
         with H2Client(self.port) as c:

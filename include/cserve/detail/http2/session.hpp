@@ -255,7 +255,8 @@ private:
 
     task<> read_loop();
     task<> write_loop(std::shared_ptr<http2_session> self);
-    task<> pinger(std::shared_ptr<http2_session> self);
+    void arm_ping(std::optional<std::chrono::milliseconds> after = std::nullopt) noexcept; // default: the interval
+    void on_ping_timer() noexcept;
     task<> run_stream(std::shared_ptr<stream_type> st);
     task<> run_websocket(std::shared_ptr<stream_type> st);
     void start_stream(std::shared_ptr<stream_type> const& st);

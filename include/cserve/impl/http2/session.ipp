@@ -164,7 +164,7 @@ struct http2_session<Stream>::callbacks {
         case NGHTTP2_PING:
             if ((frame->hd.flags & NGHTTP2_FLAG_ACK) && s.awaiting_ping_) {
                 s.awaiting_ping_ = false;
-                s.ping_timer_.cancel();
+                s.arm_ping(); // the next one an interval from now
             }
             return 0;
         case NGHTTP2_RST_STREAM: {
@@ -407,11 +407,7 @@ http2_session<Stream>::run()
         if (e)
             self->srv_.log_session_failure(e);
     });
-    if (cfg.ws_ping_interval)
-        net::co_spawn(stream_.get_executor(), pinger(self), [self](std::exception_ptr e) {
-            if (e)
-                self->srv_.log_session_failure(e);
-        });
+    arm_ping();
     co_await read_loop();
     reading_ = false;
     ping_timer_.cancel();
@@ -571,36 +567,49 @@ http2_session<Stream>::write_loop(std::shared_ptr<http2_session>)
 }
 
 template <class Stream>
-task<>
-http2_session<Stream>::pinger(std::shared_ptr<http2_session>)
+void
+http2_session<Stream>::arm_ping(std::optional<std::chrono::milliseconds> after) noexcept
 {
     // While streams are open (a WebSocket, a long response), a PING every --ws-ping-interval;
     // a peer that does not acknowledge it within --ws-ping-timeout is gone, and the connection
-    // with it. An idle connection has --timeout-keep-alive instead.
+    // with it. An idle connection has --timeout-keep-alive instead. A timer with a plain
+    // handler: an idle connection holds one pending wait, no coroutine.
+    if (!after)
+        after = srv_.cfg_.ws_ping_interval;
+    if (!after || !reading_ || closed_ || failed_)
+        return;
+    ping_timer_.expires_after(*after);
+    ping_timer_.async_wait([w = this->weak_from_this()](boost::system::error_code ec) {
+        if (auto s = w.lock(); s && !ec)
+            s->on_ping_timer();
+    });
+}
+
+template <class Stream>
+void
+http2_session<Stream>::on_ping_timer() noexcept
+{
     auto const& cfg = srv_.cfg_;
-    while (reading_ && !closed_ && !failed_) {
-        ping_timer_.expires_after(*cfg.ws_ping_interval);
-        auto [ec] = co_await ping_timer_.async_wait(http2::use_tuple);
-        if (ec || !reading_ || closed_ || failed_)
-            break;
-        if (streams_.empty() || draining_)
-            continue;
-        if (nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, nullptr) != 0)
-            break;
-        wake_writer();
-        if (!cfg.ws_ping_timeout)
-            continue;
-        awaiting_ping_ = true;
-        ping_timer_.expires_after(*cfg.ws_ping_timeout);
-        co_await ping_timer_.async_wait(http2::use_tuple);
-        if (!reading_ || closed_ || failed_)
-            break;
-        if (awaiting_ping_) {
-            awaiting_ping_ = false;
-            drop("did not answer a keepalive PING within --ws-ping-timeout");
-            break;
-        }
+    if (!reading_ || closed_ || failed_)
+        return;
+    if (awaiting_ping_) {
+        awaiting_ping_ = false;
+        drop("did not answer a keepalive PING within --ws-ping-timeout");
+        return;
     }
+    if (streams_.empty() || draining_) {
+        arm_ping();
+        return;
+    }
+    if (nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, nullptr) != 0)
+        return;
+    wake_writer();
+    if (!cfg.ws_ping_timeout) {
+        arm_ping();
+        return;
+    }
+    awaiting_ping_ = true; // the ACK re-arms the timer; this wait ends the connection
+    arm_ping(*cfg.ws_ping_timeout);
 }
 
 template <class Stream>
