@@ -30,6 +30,7 @@ packages=(
   libnginx-mod-stream # nginx's stream module: proxy_protocol on (proxy_protocol_test.py)
   haproxy             # send-proxy-v2 (proxy_protocol_test.py)
   systemd             # systemd-socket-activate (config_test.py)
+  prometheus          # promtool and a real scrape of --metrics-port (metrics_test.py)
 )
 
 missing=()

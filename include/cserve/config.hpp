@@ -89,6 +89,15 @@ struct config {
     /// seconds)
     std::chrono::milliseconds timeout_worker_healthcheck = std::chrono::seconds(5);
 
+    /// run() only: serve `GET /metrics` (the Prometheus text format, see server_metrics) and
+    /// `GET /healthz` (200 while serving, 503 while starting or draining) on this port, a
+    /// listener of their own; with workers the master serves them, with every worker's figures
+    /// added up. Unset: off. (--metrics-port)
+    std::optional<std::uint16_t> metrics_port;
+
+    /// The address of the metrics listener. (--metrics-host)
+    std::string metrics_host = "127.0.0.1";
+
     /// Lines below this level are not logged. (--log-level)
     cserve::log_level log_level = cserve::log_level::info;
 

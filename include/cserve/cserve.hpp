@@ -8,6 +8,7 @@
 #include <cserve/error.hpp>
 #include <cserve/event.hpp>
 #include <cserve/log.hpp>
+#include <cserve/metrics.hpp>
 #include <cserve/proxy_headers.hpp>
 #include <cserve/run.hpp>
 #include <cserve/scope.hpp>

@@ -7,6 +7,7 @@
 #include <cserve/app.hpp>
 #include <cserve/config.hpp>
 #include <cserve/log.hpp>
+#include <cserve/metrics.hpp>
 #include <cserve/task.hpp>
 
 #include <boost/asio/io_context.hpp>
@@ -125,6 +126,17 @@ public:
 
     /// The number of open connections.
     CSERVE_DECL std::size_t connection_count() const noexcept;
+
+    /** What the server has done so far: requests by method and status class, their
+        durations, bytes, connections, WebSockets, TLS handshakes, HTTP/2 streams.
+
+        Counting takes no lock: each thread counts in a shard of its own, and this adds the
+        shards up (any thread may call it).
+    */
+    CSERVE_DECL server_metrics metrics() const;
+
+    /// Whether a shutdown has begun (a health check then answers 503). Any thread.
+    CSERVE_DECL bool draining() const noexcept;
 
     /// The settings the server was made with.
     CSERVE_DECL cserve::config const& config() const noexcept;

@@ -15,6 +15,7 @@
 #include <cserve/impl/error.ipp>
 #include <cserve/impl/event.ipp>
 #include <cserve/impl/log.ipp>
+#include <cserve/impl/metrics.ipp>
 #include <cserve/impl/proxy_headers.ipp>
 #include <cserve/impl/run.ipp>
 #include <cserve/impl/server.ipp>

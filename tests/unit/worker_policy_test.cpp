@@ -142,6 +142,8 @@ TEST_CASE("worker_policy: a crashed worker is replaced, with a growing back-off 
     p.exited(current, killed_by(SIGSEGV), f.now);
     p.manage(f.now);
     CHECK(p.workers().size() == 1);
+    CHECK(p.restarts().crash == 11); // for the metrics
+    CHECK(p.restarts().max_requests + p.restarts().hup + p.restarts().watchdog == 0);
 }
 
 TEST_CASE("worker_policy: a worker that exits cleanly (max requests) is replaced at once", "[worker_policy]")
@@ -154,6 +156,8 @@ TEST_CASE("worker_policy: a worker that exits cleanly (max requests) is replaced
     p.manage(f.now);
     CHECK(pids(p) == std::vector<pid_t>{101, 102});
     CHECK_FALSE(p.stopping());
+    CHECK(p.restarts().max_requests == 1);
+    CHECK(p.restarts().crash == 0);
 }
 
 TEST_CASE("worker_policy: a worker that fails to boot stops the master with its status", "[worker_policy]")
@@ -203,6 +207,8 @@ TEST_CASE("worker_policy: SIGHUP replaces the workers one at a time, each old on
     p.manage(f.now);
     CHECK(pids(p) == std::vector<pid_t>{102, 103});
     CHECK(f.host.spawned.size() == 4);
+    CHECK(p.restarts().hup == 2);
+    CHECK(p.restarts().max_requests == 0);
 }
 
 TEST_CASE("worker_policy: a replacement that dies is started again before the old worker goes", "[worker_policy]")
@@ -243,6 +249,7 @@ TEST_CASE("worker_policy: SIGTTIN adds a worker, SIGTTOU retires the oldest and 
     p.exited(101, exited_with(0), f.now);
     p.manage(f.now);
     CHECK(pids(p) == std::vector<pid_t>{102});
+    CHECK(p.restarts().hup + p.restarts().max_requests + p.restarts().crash == 0); // retired, not replaced
 }
 
 TEST_CASE("worker_policy: the watchdog aborts a worker that stopped beating, then kills it", "[worker_policy]")
@@ -272,6 +279,10 @@ TEST_CASE("worker_policy: the watchdog aborts a worker that stopped beating, the
     f.now += 10s;
     p.watch(f.now);
     CHECK(f.host.take_signals().empty()); // killed once
+    CHECK(p.restarts().watchdog_kills == 1);
+    p.exited(100, killed_by(SIGKILL), f.now);
+    CHECK(p.restarts().watchdog == 1);
+    CHECK(p.restarts().crash == 0);
 }
 
 TEST_CASE("worker_policy: each stop signal is harder than the last, and a slow drain is killed at the deadline",

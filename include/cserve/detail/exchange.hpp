@@ -57,6 +57,9 @@ public:
     // response head has gone out (a response the application started can follow it).
     CSERVE_DECL bool take_continue() noexcept;
 
+    // `n` request body bytes went to the application (counted for the metrics).
+    void received(std::size_t n) noexcept { received_ += n; }
+
     // The whole request body was read (for the application or to skip it).
     void body_received() noexcept { body_ = body_state::complete; }
 
@@ -121,6 +124,9 @@ public:
     bool trailers() const noexcept { return trailers_; }
     std::optional<std::uint64_t> const& length() const noexcept { return length_; }
     int status() const noexcept { return status_; }
+    // Request body bytes the application received, response body bytes it sent.
+    std::uint64_t received() const noexcept { return received_; }
+    std::uint64_t sent() const noexcept { return body_bytes_; }
 
 private:
     enum class body_state : unsigned char { unread, complete, invalid };
@@ -128,6 +134,8 @@ private:
 
     std::optional<std::uint64_t> length_; // the response's content-length
     std::uint64_t sent_ = 0;              // body bytes counted against it
+    std::uint64_t body_bytes_ = 0;        // response body bytes, all of them
+    std::uint64_t received_ = 0;          // request body bytes
     int status_ = 0;
     int body_error_ = 400; // the answer to an invalid body: 400, or 413 for one too large
     body_state body_ = body_state::unread;

@@ -5,6 +5,7 @@
 
 #include <cserve/detail/config.hpp>
 #include <cserve/detail/deadline_wheel.hpp>
+#include <cserve/detail/metrics.hpp>
 #include <cserve/app.hpp>
 #include <cserve/config.hpp>
 #include <cserve/log.hpp>
@@ -131,6 +132,8 @@ public:
     std::shared_ptr<lifespan_session> lifespan_;
     std::shared_ptr<net::ssl::context> tls_; // with TLS: every connection's handshake uses it
     deadline_wheel deadlines_; // the connections' deadlines
+    metrics_registry metrics_; // what server::metrics() adds up
+    std::atomic<bool> draining_seen_{false}; // server::draining(), from any thread
 
 private:
     CSERVE_DECL task<> run();

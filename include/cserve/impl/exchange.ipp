@@ -147,6 +147,8 @@ exchange::start(http::response_start const& s, bool draining)
 void
 exchange::body(std::size_t size, bool more, logger const& log)
 {
+    if (!no_body_)
+        body_bytes_ += size;
     if (!no_body_ && length_) {
         if (size > *length_ - sent_)
             throw boost::system::system_error(make_error_code(error::content_length_exceeded),

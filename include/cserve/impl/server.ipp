@@ -317,6 +317,7 @@ server_impl::on_connection_closed(connection& c) noexcept
         if (c.list_hook::is_linked()) {
             connections_.erase(connections_.iterator_to(c));
             --count_;
+            metrics_registry::add<std::int64_t>(metrics_.local().active_connections, -1);
         }
         last = count_ == 0;
     }
@@ -354,6 +355,9 @@ server_impl::start_connection(std::shared_ptr<Connection> c)
         connections_.push_back(*c);
         ++count_;
     }
+    auto& m = metrics_.local();
+    metrics_registry::add<std::uint64_t>(m.connections, 1);
+    metrics_registry::add<std::int64_t>(m.active_connections, 1);
     auto ex = c->get_executor();
     auto drain = draining_ ? c : nullptr;
     net::dispatch(ex, [c = std::move(c)]() mutable { Connection::start(std::move(c)); });
@@ -390,6 +394,7 @@ server_impl::accept_loop(acceptor_type& acceptor)
         if (!acceptor.is_open() || ec == net::error::operation_aborted)
             co_return;
         if (ec) {
+            metrics_registry::add<std::uint64_t>(metrics_.local().accept_errors, 1);
             // Out of descriptors or memory: the pending connection stays queued, so
             // retrying at once would spin. Back off and try again; never give up.
             if (ec == boost::system::errc::too_many_files_open ||
@@ -455,6 +460,7 @@ server_impl::run()
 
     log_.log(log_level::info, "Shutting down");
     draining_ = true;
+    draining_seen_.store(true, std::memory_order_relaxed);
     close_listeners();
     for_each_connection([](connection& c) { c.begin_drain(); });
 
@@ -580,6 +586,18 @@ std::size_t
 server::connection_count() const noexcept
 {
     return impl_->connection_count();
+}
+
+server_metrics
+server::metrics() const
+{
+    return impl_->metrics_.snapshot();
+}
+
+bool
+server::draining() const noexcept
+{
+    return impl_->draining_seen_.load(std::memory_order_relaxed);
 }
 
 cserve::config const&

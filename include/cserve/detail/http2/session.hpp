@@ -206,6 +206,7 @@ private:
     bool has_length_ = false;
     cserve::scope scope_;
     exchange x_;
+    request_meter meter_; // from run_stream's start to its end
     net::steady_timer wake_;
     net::cancellation_signal cancel_;
 

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -59,6 +60,16 @@ public:
         bool retiring = false; // sent SIGTERM by the master: its exit is expected
         std::optional<clock::time_point> aborted; // the watchdog sent SIGABRT then
         bool killed = false;
+        bool replaced = false; // retired by SIGHUP's rolling restart
+    };
+
+    // Workers replaced, by cause, and the watchdog's kills (for the metrics).
+    struct restart_counts {
+        std::uint64_t crash = 0;
+        std::uint64_t watchdog = 0;
+        std::uint64_t max_requests = 0;
+        std::uint64_t hup = 0;
+        std::uint64_t watchdog_kills = 0;
     };
 
     struct settings {
@@ -104,6 +115,7 @@ public:
     std::vector<worker> const& workers() const noexcept { return workers_; }
     // The workers not on their way out.
     CSERVE_DECL std::size_t active() const noexcept;
+    restart_counts const& restarts() const noexcept { return restarts_; }
     // When the next worker may be started (a crash loop backs off).
     clock::time_point next_spawn() const noexcept { return next_spawn_; }
 
@@ -128,6 +140,7 @@ private:
     clock::time_point deadline_ = clock::time_point::max();
     bool announced_ready_ = false;
     int status_ = 0;
+    restart_counts restarts_;
 };
 
 } // namespace cserve::detail

@@ -263,6 +263,7 @@ private:
     int tasks_ = 0;          // pinger and finish() still running
     int close_code_ = 1006;
     std::string close_reason_;
+    websocket_gauge open_gauge_; // counted as open from the handshake to the session's end
 };
 
 #if !defined(CSERVE_HEADER_ONLY)

@@ -294,6 +294,8 @@ http1_connection<Stream>::on_handshake(boost::system::error_code ec)
 {
     if (closed_)
         return;
+    auto& m = srv_.metrics_.local();
+    metrics_registry::add<std::uint64_t>(ec ? m.tls_handshake_errors : m.tls_handshakes, 1);
     if (ec) {
         // A scanner, a client that does not trust the certificate, plain HTTP sent to the TLS
         // port, or the header deadline: common and harmless, so one line at debug level.
@@ -437,6 +439,8 @@ http1_connection<Stream>::serve(std::shared_ptr<http1_connection>)
                 linger = true;
                 break;
             }
+            request_meter meter; // counted when it goes: the end of this request, or of the connection
+            meter.begin(srv_.metrics_, req_->scope, req_->x);
             phase_ = phase::busy;
             srv_.deadlines_.clear(*this);
             if (srv_.count_request())
@@ -449,9 +453,11 @@ http1_connection<Stream>::serve(std::shared_ptr<http1_connection>)
             }
 #if CSERVE_HTTP2
             if (srv_.cfg_.http2 && is_h2c_upgrade()) {
+                meter.cancel(); // if taken, the request is stream 1's, counted there
                 int up = co_await upgrade_h2c();
                 if (closed_)
                     co_return;
+                meter.begin(srv_.metrics_, req_->scope, req_->x);
                 if (up != 0) {
                     linger = up > 0;
                     if (up > 0)
@@ -463,6 +469,7 @@ http1_connection<Stream>::serve(std::shared_ptr<http1_connection>)
 #endif
             if (srv_.cfg_.ws && is_websocket_upgrade()) {
                 // The connection becomes a WebSocket (or gets its denial response) and ends.
+                meter.cancel(); // counted as a WebSocket
                 co_await run_websocket();
                 if (closed_)
                     co_return;
@@ -494,6 +501,7 @@ http1_connection<Stream>::serve(std::shared_ptr<http1_connection>)
             }
             if (closed_)
                 co_return;
+            meter.end();
             linger = !req_->x.body_complete() || req_->in.size() > 0;
             if (!req_->x.keep_alive() || draining_)
                 break;

@@ -321,6 +321,7 @@ http1_connection<Stream>::read_body()
                 req_->x.body_invalid(srv_.log_);
             co_return http::disconnect{};
         }
+        req_->x.received(body.size());
         if (req_->parser->is_done()) {
             req_->x.body_received();
             co_return http::request{std::move(body), false};

@@ -363,6 +363,7 @@ task<>
 http2_session<Stream>::run()
 {
     auto const& cfg = srv_.cfg_;
+    metrics_registry::add<std::uint64_t>(srv_.metrics_.local().http2_connections, 1);
     {
         struct cb_guard {
             nghttp2_session_callbacks* p;
@@ -672,6 +673,7 @@ http2_session<Stream>::run_stream(std::shared_ptr<stream_type> st)
         stream_type& st;
         ~finish()
         {
+            st.meter_.end();
             st.app_done_ = true;
             if (!st.in_.empty() && !s.closed_ && !st.upgraded_) {
                 nghttp2_session_consume(s.session_, st.id_, st.in_.size()); // never to be read
@@ -687,6 +689,8 @@ http2_session<Stream>::run_stream(std::shared_ptr<stream_type> st)
         }
     } done{*this, *st};
 
+    st->meter_.begin(srv_.metrics_, st->scope_, st->x_);
+    metrics_registry::add<std::uint64_t>(srv_.metrics_.local().http2_streams, 1);
     int status = st->build_scope();
     if (status == 0 && st->has_length_ && srv_.cfg_.limit_request_body && st->declared_length_ > *srv_.cfg_.limit_request_body)
         status = 413;
@@ -700,6 +704,7 @@ http2_session<Stream>::run_stream(std::shared_ptr<stream_type> st)
         co_return;
     }
     if (st->websocket_) {
+        st->meter_.cancel(); // counted as a WebSocket
         co_await run_websocket(st);
         co_return;
     }
@@ -1028,6 +1033,7 @@ http2_stream<Stream>::receive()
             nghttp2_session_consume(s_.session_, id_, r.body.size());
             s_.wake_writer(); // the WINDOW_UPDATE
         }
+        x_.received(r.body.size());
         r.more_body = !(in_end_ && in_.empty());
         if (!r.more_body)
             x_.body_received();

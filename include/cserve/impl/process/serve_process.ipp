@@ -9,6 +9,7 @@
 #include <cserve/error.hpp>
 #include <cserve/server.hpp>
 #include <cserve/detail/server_impl.hpp>
+#include <cserve/detail/process/metrics_endpoint.hpp>
 #include <cserve/detail/process/worker_policy.hpp>
 
 #include <boost/asio/co_spawn.hpp>
@@ -22,10 +23,12 @@
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -72,14 +75,74 @@ log_bind_error(logger const& log, config const& c, boost::system::error_code ec)
                                   where + ": " + ec.message());
 }
 
-// How a worker talks to its master: a pipe it writes one byte to per heartbeat ('h') and
-// once when it serves ('r'), and the listeners the master bound.
+// How a worker talks to its master: a pipe it writes to on every heartbeat and once when it
+// serves ('r'), and the listeners the master bound. A heartbeat is one byte, 'h', or with
+// `metrics` 'm' and the worker's server_metrics (one write of less than PIPE_BUF bytes,
+// so it arrives whole); the last report goes out as the worker ends.
 struct worker_link {
     int beat_fd = -1;
     pid_t master = 0;
     std::vector<int> listeners;
     std::chrono::milliseconds interval{1000};
+    bool metrics = false;
 };
+
+inline constexpr std::size_t metrics_message_size = 1 + sizeof(server_metrics);
+static_assert(metrics_message_size <= PIPE_BUF, "a report must be one atomic pipe write");
+
+// Writes a heartbeat; false when the master is gone (EPIPE).
+inline bool
+send_beat(worker_link const& link, server const& srv)
+{
+    if (!link.metrics) {
+        char const h = 'h';
+        return !(::write(link.beat_fd, &h, 1) < 0 && errno == EPIPE);
+    }
+    char msg[metrics_message_size];
+    msg[0] = 'm';
+    auto const m = srv.metrics();
+    std::memcpy(msg + 1, &m, sizeof m);
+    return !(::write(link.beat_fd, msg, sizeof msg) < 0 && errno == EPIPE);
+}
+
+// run()'s metrics listener in a single process: a second server on the same io_context.
+inline std::unique_ptr<server>
+start_metrics_server(boost::asio::io_context& ioc, server const& srv, bool const& ready)
+{
+    auto const& cfg = srv.config();
+    config m;
+    m.host = cfg.metrics_host;
+    m.port = *cfg.metrics_port;
+    m.log_level = cfg.log_level;
+    m.log_sink = cfg.log_sink;
+    m.access_log = false;
+    m.lifespan = lifespan_mode::off;
+    m.ws = false;
+    m.http2 = false;
+    m.proxy_headers = false;
+    m.limit_concurrency = 64;
+    m.timeout_graceful_shutdown = std::chrono::seconds(1);
+    auto figures = [&srv] { return format_prometheus(srv.metrics()); };
+    auto health = [&srv, &ready]() -> std::string_view {
+        if (srv.draining())
+            return "draining";
+        return ready ? "" : "starting";
+    };
+    auto ms = std::make_unique<server>(ioc, metrics_app(figures, health), std::move(m));
+    server_access::impl(*ms).announce_ = false; // the "Metrics on" line says where
+    boost::system::error_code ec;
+    ms->listen(ec);
+    if (ec) {
+        srv.logger().log(log_level::error, "cannot serve metrics on port " + std::to_string(*cfg.metrics_port) + ": " +
+                                               ec.message());
+        return nullptr;
+    }
+    auto const addresses = ms->local_addresses();
+    auto const& a = addresses.front();
+    srv.logger().log(log_level::info, "Metrics on http://" + (a.host.find(':') != std::string::npos ? "[" + a.host + "]" : a.host) +
+                                          ":" + std::to_string(a.port) + "/metrics and /healthz");
+    return ms;
+}
 
 // One serving process: the single process of `run()`, or a worker under a supervisor
 // (`link` set). Returns the process exit status.
@@ -149,9 +212,8 @@ serve_process(app_function app, config cfg, worker_link const* link)
     std::function<void(boost::system::error_code)> tick = [&](boost::system::error_code e) {
         if (e || served)
             return;
-        char const h = 'h';
         bool gone = ::getppid() != link->master;
-        if (!gone && ::write(link->beat_fd, &h, 1) < 0 && errno == EPIPE)
+        if (!gone && !send_beat(*link, srv))
             gone = true;
         if (gone && !orphaned) {
             orphaned = true;
@@ -165,7 +227,16 @@ serve_process(app_function app, config cfg, worker_link const* link)
     if (link)
         net::post(ioc, [&] { tick({}); });
 
+    bool ready = false;
+    std::unique_ptr<server> metrics;
+    if (!link && srv.config().metrics_port) {
+        metrics = start_metrics_server(ioc, srv, ready);
+        if (!metrics)
+            return 1;
+        net::co_spawn(ioc, metrics->serve(), [](std::exception_ptr) {});
+    }
     srv.on_ready([&] {
+        ready = true;
         if (link) {
             char const r = 'r';
             (void)!::write(link->beat_fd, &r, 1);
@@ -193,8 +264,17 @@ serve_process(app_function app, config cfg, worker_link const* link)
         boost::system::error_code ignored;
         signals.cancel(ignored);
         beat.cancel();
+        if (metrics)
+            metrics->stop();
     });
     ioc.run();
+    if (link && link->metrics) {
+        // The last report, waited for: the master adds it to the totals of the workers gone.
+        int flags = ::fcntl(link->beat_fd, F_GETFL);
+        if (flags >= 0)
+            ::fcntl(link->beat_fd, F_SETFL, flags & ~O_NONBLOCK);
+        send_beat(*link, srv);
+    }
     log.log(log_level::info, "Finished server process [" + pid + "]");
     return status;
 }

@@ -73,6 +73,15 @@ public:
         master_ = ::getpid();
         if (!bind())
             return 1;
+        if (cfg_.metrics_port) {
+            auto err = metrics_.bind(cfg_.metrics_host, *cfg_.metrics_port, 128);
+            if (!err.empty()) {
+                log_.log(log_level::critical, "cannot serve metrics on ('" + cfg_.metrics_host + "', " +
+                                                  std::to_string(*cfg_.metrics_port) + "): " + err);
+                close_listeners();
+                return 1;
+            }
+        }
         remember_command();
         if (::pipe2(signal_pipe_, O_CLOEXEC | O_NONBLOCK) != 0) {
             log_.log(log_level::critical, std::string("cannot create a pipe: ") + std::strerror(errno));
@@ -91,6 +100,8 @@ public:
         log_.log(log_level::info, "Started parent process [" + std::to_string(master_) + "]");
         for (auto const& url : urls_)
             log_.log(log_level::info, "cserve running on " + url + " (Press CTRL+C to quit)");
+        if (metrics_.open())
+            log_.log(log_level::info, "Metrics on " + metrics_.url() + "/metrics and /healthz");
 
         while (!policy_.done()) {
             policy_.manage(clock::now());
@@ -99,7 +110,9 @@ public:
             read_beats();
             reap();
             policy_.watch(clock::now());
+            metrics_.step([this] { return figures(); }, [this] { return health(); }, clock::now());
         }
+        metrics_.close_all();
 
         // Until the handlers are put back, a late signal is a no-op, not a kill.
         master_signal_fd = -1;
@@ -115,11 +128,40 @@ public:
 private:
     using clock = std::chrono::steady_clock;
 
-    // The read end of a worker's heartbeat pipe.
+    // The read end of a worker's heartbeat pipe, and what the worker last reported.
     struct beat_pipe {
         pid_t pid = 0;
         int fd = -1;
+        std::string in; // a report not yet whole
+        server_metrics last{};
     };
+
+    // The figures of every worker, those gone included, and the master's own.
+    std::string
+    figures() const
+    {
+        server_metrics m = retired_;
+        for (auto const& b : beats_)
+            m += b.last;
+        m.workers = static_cast<std::int64_t>(policy_.workers().size());
+        auto const& r = policy_.restarts();
+        m.restarts_crash = r.crash;
+        m.restarts_watchdog = r.watchdog;
+        m.restarts_max_requests = r.max_requests;
+        m.restarts_hup = r.hup;
+        m.watchdog_kills = r.watchdog_kills;
+        return format_prometheus(m, true);
+    }
+
+    // /healthz: serving once a worker serves, until the master stops.
+    std::string_view
+    health() const
+    {
+        if (policy_.stopping())
+            return "draining";
+        auto const& w = policy_.workers();
+        return std::any_of(w.begin(), w.end(), [](auto const& x) { return x.ready && !x.retiring; }) ? "" : "starting";
+    }
 
     // Binds what the config names, exactly as a single server would (TCP, --uds, --fd,
     // systemd's or an upgrading master's LISTEN_FDS), then keeps the bare descriptors.
@@ -239,7 +281,7 @@ private:
             ::_exit(status);
         }
         ::close(p[1]);
-        beats_.push_back({pid, p[0]});
+        beats_.push_back({pid, p[0], {}, {}});
         return pid;
     }
 
@@ -290,6 +332,8 @@ private:
         for (auto const& b : beats_)
             if (b.fd >= 0)
                 ::close(b.fd);
+        bool const report = metrics_.open();
+        metrics_.abandon();
         try {
             app_function app;
             try {
@@ -298,7 +342,7 @@ private:
                 log_.log(log_level::critical, std::string("Error loading application: ") + e.what());
                 return exit_load_failed;
             }
-            worker_link link{beat_fd, master_, listeners_, interval_};
+            worker_link link{beat_fd, master_, listeners_, interval_, report};
             return serve_process(std::move(app), cfg_, &link);
         } catch (std::exception const& e) {
             log_.log(log_level::critical, std::string("worker failed: ") + e.what());
@@ -317,6 +361,7 @@ private:
         for (auto const& b : beats_)
             if (b.fd >= 0)
                 fds.push_back({b.fd, POLLIN, 0});
+        metrics_.add_pollfds(fds);
         ::poll(fds.data(), fds.size(), static_cast<int>(timeout.count()));
     }
 
@@ -417,22 +462,44 @@ private:
     read_beats()
     {
         auto now = clock::now();
-        for (auto& b : beats_) {
-            if (b.fd < 0)
+        for (auto& b : beats_)
+            read_beat(b, now);
+    }
+
+    // Takes what a worker wrote: 'h', 'r', or 'm' and a report.
+    void
+    read_beat(beat_pipe& b, clock::time_point now)
+    {
+        if (b.fd < 0)
+            return;
+        char buf[8192];
+        for (;;) {
+            auto n = ::read(b.fd, buf, sizeof buf);
+            if (n > 0) {
+                b.in.append(buf, static_cast<std::size_t>(n));
+                bool ready = false;
+                std::size_t i = 0;
+                while (i < b.in.size()) {
+                    char const kind = b.in[i];
+                    if (kind == 'm') {
+                        if (b.in.size() - i < metrics_message_size)
+                            break; // the rest comes with the next read
+                        std::memcpy(&b.last, b.in.data() + i + 1, sizeof b.last);
+                        i += metrics_message_size;
+                    } else {
+                        ready = ready || kind == 'r';
+                        ++i;
+                    }
+                }
+                b.in.erase(0, i);
+                policy_.beat(b.pid, ready, now);
                 continue;
-            char buf[64];
-            for (;;) {
-                auto n = ::read(b.fd, buf, sizeof buf);
-                if (n > 0) {
-                    policy_.beat(b.pid, std::memchr(buf, 'r', static_cast<std::size_t>(n)) != nullptr, now);
-                    continue;
-                }
-                if (n == 0) { // the worker is exiting; reap() will see it
-                    ::close(b.fd);
-                    b.fd = -1;
-                }
-                break;
             }
+            if (n == 0) { // the worker is exiting; reap() will see it
+                ::close(b.fd);
+                b.fd = -1;
+            }
+            break;
         }
     }
 
@@ -446,8 +513,13 @@ private:
                 continue;
             }
             pid_t const pid = it->pid;
+            read_beat(*it, clock::now()); // its last report
             if (it->fd >= 0)
                 ::close(it->fd);
+            // Its counters stay in the totals; its gauges (open connections) are gone with it.
+            auto last = it->last;
+            last.active_requests = last.active_connections = last.active_websocket_connections = 0;
+            retired_ += last;
             it = beats_.erase(it);
             policy_.exited(pid, st, clock::now());
         }
@@ -475,6 +547,8 @@ private:
     std::vector<std::string> argv_;
     int signal_pipe_[2] = {-1, -1};
     std::vector<beat_pipe> beats_; // one per worker the policy knows, until it is reaped
+    server_metrics retired_{};     // the last reports of the workers reaped
+    metrics_listener metrics_;     // --metrics-port
     pid_t upgrade_ = 0;            // the new master of a SIGUSR2 upgrade
 };
 

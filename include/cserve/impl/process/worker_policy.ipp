@@ -82,8 +82,10 @@ worker_policy::manage(clock::time_point now)
             rolling_.insert(rolling_.begin(), replaced_);
             replacement_ = 0;
         } else if (n->ready) {
-            if (worker* old = find(replaced_))
+            if (worker* old = find(replaced_)) {
+                old->replaced = !old->retiring;
                 retire(*old);
+            }
             replacement_ = 0;
         }
     }
@@ -156,8 +158,12 @@ worker_policy::exited(pid_t pid, int st, clock::time_point now)
     bool const clean = WIFEXITED(st) && WEXITSTATUS(st) == 0;
     if (stopping() || w.retiring) {
         log_.log(clean ? log_level::info : log_level::warning, who + describe_wait_status(st));
+        if (!stopping() && w.replaced)
+            ++restarts_.hup;
         return;
     }
+    if (w.aborted)
+        ++restarts_.watchdog;
     if (WIFEXITED(st) && (WEXITSTATUS(st) == exit_startup_failed || WEXITSTATUS(st) == exit_load_failed)) {
         log_.log(log_level::critical, who + "failed to boot; stopping");
         status_ = WEXITSTATUS(st) == exit_startup_failed ? exit_startup_failed : 1;
@@ -167,8 +173,11 @@ worker_policy::exited(pid_t pid, int st, clock::time_point now)
     if (clean) {
         // It served its --limit-max-requests, or its master was thought gone: replace it.
         log_.log(log_level::info, who + "exited; starting a new one");
+        ++restarts_.max_requests;
         return;
     }
+    if (!w.aborted)
+        ++restarts_.crash;
     // A crash: start a new one, backing off while they keep dying young so that a crash
     // loop does not become a fork bomb.
     auto lived = now - w.started;
@@ -204,6 +213,7 @@ worker_policy::watch(clock::time_point now)
                                               std::to_string(timeout.count()) + " ms; aborting it");
             host_.signal(w.pid, SIGABRT);
             w.aborted = now;
+            ++restarts_.watchdog_kills;
         }
     }
     if (stopping() && now >= deadline_ &&

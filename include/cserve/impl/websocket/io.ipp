@@ -282,6 +282,8 @@ template <class Stream>
 void
 websocket_session<Stream>::deliver(event e, bool in_place)
 {
+    if (std::holds_alternative<websocket::receive>(e))
+        metrics_registry::add<std::uint64_t>(srv_.metrics_.local().websocket_messages_received, 1);
     if (!waiter_) {
         queue_.push_back(std::move(e));
         return;

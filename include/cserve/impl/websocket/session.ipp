@@ -292,6 +292,7 @@ websocket_session<Stream>::accept(websocket::accept& a)
         throw client_disconnected();
     }
     state_ = state::open;
+    open_gauge_.open(srv_.metrics_);
     log_handshake("[accepted]");
 
     net::post(up_.stream.get_executor(), [self = this->shared_from_this()] { self->read_messages(); });
@@ -455,6 +456,7 @@ websocket_session<Stream>::send(event e)
             write_failed_ = true;
             throw client_disconnected();
         }
+        metrics_registry::add<std::uint64_t>(srv_.metrics_.local().websocket_messages_sent, 1);
         // Returns once the socket has taken the message: a client that does not read
         // holds the application back, and memory stays bounded.
         if (ws_.next_layer().pending())
