@@ -384,8 +384,14 @@ private:
         auto const now = clock::now();
         switch (signo) {
         case SIGINT:
-        case SIGTERM: policy_.terminate(now); break;
-        case SIGQUIT: policy_.quit(now); break;
+        case SIGTERM:
+            leave_metrics_to_successor();
+            policy_.terminate(now);
+            break;
+        case SIGQUIT:
+            leave_metrics_to_successor();
+            policy_.quit(now);
+            break;
         case SIGHUP:
             reload_tls();
             policy_.restart_all();
@@ -408,6 +414,18 @@ private:
             break;
         default: // SIGCHLD: reap() runs after every wake-up
             break;
+        }
+    }
+
+    // A master told to stop after a SIGUSR2 upgrade whose new master runs: the instance goes
+    // on in the new master, so its /healthz (200) and /metrics are the only ones answered;
+    // this one draining would otherwise answer 503 for half the health checks.
+    void
+    leave_metrics_to_successor() noexcept
+    {
+        if (metrics_.open() && upgrade_ > 0 && ::kill(upgrade_, 0) == 0) {
+            metrics_.close_all();
+            log_.log(log_level::info, "Metrics listener left to the new master [" + std::to_string(upgrade_) + "]");
         }
     }
 
