@@ -11,7 +11,8 @@ Run as:
 
 A single process: requests by method and status class, body bytes, WebSocket connections
 and messages, the output accepted by `promtool check metrics`, /healthz 200 while serving
-and 503 while a request drains after SIGTERM. With --workers 2 (the master serves the
+and 503 while a request drains after SIGTERM; TLS handshakes (completed and failed), HTTP/2
+connections and streams. With --workers 2 (the master serves the
 listener): every worker's requests in the totals, totals that never go backwards across a
 SIGHUP rolling restart, a SIGKILLed worker and --limit-max-requests (each counted by cause),
 /healthz 503 while draining. The master's listener refuses a malformed request (400), other
@@ -170,6 +171,36 @@ class SingleProcess(unittest.TestCase):
                 p = Process([HTTPBIN, "--port", "0", "--workers", workers, "--metrics-port", str(port)])
                 self.assertEqual(p.wait(10), 1, p.log_text())
                 self.assertIn("cannot serve metrics", p.log_text())
+
+
+class Tls(unittest.TestCase):
+    def test_handshakes_counted(self):
+        tmp = tempfile.mkdtemp(prefix="cserve-metrics-tls-")
+        try:
+            key, cert = os.path.join(tmp, "key.pem"), os.path.join(tmp, "cert.pem")
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                 "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
+                 "-addext", "subjectAltName=IP:127.0.0.1"],
+                stdin=subprocess.DEVNULL, capture_output=True, check=True, timeout=30)
+            srv = MetricsServer("--ssl-certfile", cert, "--ssl-keyfile", key)
+            try:
+                for _ in range(2):
+                    with httpx.Client(verify=cert, timeout=IO_TIMEOUT) as c:
+                        self.assertEqual(c.get(srv.url("/")).status_code, 200)
+                with socket.create_connection((HOST, srv.port), timeout=IO_TIMEOUT) as s:
+                    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") # plain HTTP to the TLS port
+                    s.recv(100)
+                self.assertTrue(wait_until(
+                    lambda: srv.samples()['cserve_tls_handshakes_total{result="error"}'] == 1, 5))
+                s = srv.samples()
+                self.assertEqual(s['cserve_tls_handshakes_total{result="ok"}'], 2)
+                self.assertEqual(s['http_server_requests_total{method="GET",status="2xx"}'], 2)
+                srv.stop_checked()
+            finally:
+                srv.kill()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 class Workers(unittest.TestCase):
