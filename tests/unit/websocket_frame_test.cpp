@@ -182,6 +182,21 @@ TEST_CASE("websocket_frame: a message over the size limit goes to Beast at its h
     CHECK(wd::next_unit(p, wire.size(), 1000).kind == wd::unit::message);
 }
 
+TEST_CASE("websocket_frame: RSV1 without permessage-deflate goes to Beast at its header, to be refused",
+          "[websocket_frame]")
+{
+    // Found by tests/fuzz/fuzz_websocket.cpp: the first fragment of a text message with RSV1
+    // set waited for the rest of the message, where Beast fails the connection (1002) on the
+    // header alone.
+    unsigned char const frame[] = {0x41, 0x85, 1, 2, 3, 2, 0, 0x81, 0x85, 1, 2};
+    auto u = wd::next_unit(frame, sizeof frame, 65536, false);
+    CHECK(u.kind == wd::unit::beast);
+    CHECK(u.size == 6);
+    CHECK(wd::next_unit(frame, 6, 65536, false).kind == wd::unit::beast); // the payload not needed
+    // With permessage-deflate agreed it is the first frame of a compressed message.
+    CHECK(wd::next_unit(frame, sizeof frame, 65536, true).kind == wd::unit::partial);
+}
+
 TEST_CASE("websocket_frame: unmask agrees with RFC 6455 §5.3 byte by byte at every length and alignment",
           "[websocket_frame]")
 {

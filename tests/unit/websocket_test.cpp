@@ -10,6 +10,7 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/buffers_to_string.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/websocket.hpp>
@@ -451,6 +452,40 @@ TEST_CASE("websocket: invalid UTF-8 in a text message closes with 1007 and the a
     CHECK(rec.messages.empty());
     REQUIRE(rec.disconnect);
     CHECK(rec.disconnect->code == 1007);
+}
+
+TEST_CASE("websocket: a protocol error found by Beast closes with 1002 and the app gets disconnect 1002",
+          "[websocket][messages]")
+{
+    // A message's first fragment, then a binary frame where its continuation belongs (RFC
+    // 6455 §5.4). Beast reads fragmented messages and fails the connection with 1002; the
+    // application is told the same code (as it is when cserve's own reader finds the error).
+    ws_record rec;
+    auto app = [&](cserve::scope&, cserve::receive receive, cserve::send send) -> task<> {
+        co_await accept_and_echo(send, receive, rec);
+    };
+    beast::error_code write_ec;
+    ws_message reply;
+    auto r = ct::run_server(app, ws_config(), [&](unsigned short port) -> task<> {
+        ws_stream s(co_await net::this_coro::executor);
+        auto hs = co_await ws_connect(s, port, "/");
+        if (!hs.ok())
+            throw boost::system::system_error(hs.ec, "handshake");
+        // Masked with a zero key: the payload reads as it is.
+        static constexpr char frames[] = "\x01\x82\0\0\0\0ab" // text, no FIN, "ab"
+                                         "\x82\x81\0\0\0\0c";   // binary, FIN: not a continuation
+        auto [ec, n] = co_await net::async_write(s.next_layer(), net::buffer(frames, sizeof frames - 1), ct::use_tuple);
+        write_ec = ec;
+        reply = co_await ws_read(s);
+    });
+    CSERVE_REQUIRE_RUN(r);
+    CHECK_FALSE(write_ec);
+    INFO("client read: " << reply.ec.message());
+    CHECK(reply.closed());
+    CHECK(reply.close_code == 1002);
+    CHECK(rec.messages.empty());
+    REQUIRE(rec.disconnect);
+    CHECK(rec.disconnect->code == 1002);
 }
 
 TEST_CASE("websocket: a message over ws_max_size closes with 1009 and the app gets disconnect 1009",

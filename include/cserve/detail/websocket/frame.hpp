@@ -110,6 +110,8 @@ next_unit(unsigned char const* p, std::size_t n, std::uint64_t max_size, bool de
         } else {
             if (h.opcode > 2 || (h.opcode == 0) != in_message || (h.opcode == 0 && h.rsv != 0))
                 return refuse;
+            if ((h.rsv & 0x40) != 0 && !deflate) // RSV1 means compressed, and nothing was agreed
+                return refuse;
             if (!in_message && deflate && (h.rsv & 0x40) != 0)
                 compressed = true;
             if (max_size != 0 && len > max_size - message)

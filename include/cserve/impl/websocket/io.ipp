@@ -242,11 +242,14 @@ websocket_session<Stream>::on_stream_error(boost::system::error_code ec)
         close_code_ = code == bws::close_code::none ? 1005 : static_cast<int>(code);
         close_reason_ = std::string(ws_.reason().reason.data(), ws_.reason().reason.size());
     } else if (close_code_ == 1006) {
-        // The connection failed: say why, as the close frame Beast sent said.
+        // The connection failed: say why, as the close frame Beast sent said (a violation
+        // found in a frame header or a close frame is 1002, as cserve's own reader says).
         if (ec == bws::error::message_too_big)
             close_code_ = 1009;
         else if (ec == bws::error::bad_frame_payload)
             close_code_ = 1007;
+        else if (ec == bws::condition::protocol_violation)
+            close_code_ = 1002;
     }
     state_ = state::closed;
     deliver_disconnect(true);
