@@ -2,7 +2,9 @@
 # scripts/test.sh -- build cserve and run every test; what CI runs (.ci/run)
 # SPDX-License-Identifier: BSL-1.0
 #
-#   1. build/       RelWithDebInfo, header-only: the whole suite, including the CMake consumer
+#   1. build/       RelWithDebInfo, header-only: the whole suite, the 60-s soak
+#                   (benchmarks/soak.py; its memory bounds need a build without sanitizers),
+#                   and the CMake consumer
 #                   tests (add_subdirectory, FetchContent, build tree, install + find_package,
 #                   and one consumer of the separately compiled library). The examples the
 #                   integration tests drive are header-only; the unit tests link the library
@@ -96,7 +98,7 @@ cmake --build build-asan -j"$jobs" --target cserve_test_binaries
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:strict_init_order=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
-run_ctest build-asan "asan+ubsan, separate compilation" -E '^cmake\.'
+run_ctest build-asan "asan+ubsan, separate compilation" -E '^cmake\.|^soak$'
 
 step "configure build-public-api/ (CSERVE_BOOST_PUBLIC_API_ONLY, separate compilation, -O0, $cxx)"
 cmake -S . -B build-public-api \

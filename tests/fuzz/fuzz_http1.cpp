@@ -30,6 +30,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
+#include "fuzz_client.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -119,30 +121,6 @@ fuzz_config()
     return cfg;
 }
 
-cserve::task<>
-client(net::local::stream_protocol::socket& s, std::string_view input, std::size_t piece)
-{
-    auto ex = co_await net::this_coro::executor;
-    while (!input.empty()) {
-        auto n = piece == 0 ? input.size() : std::min(piece, input.size());
-        auto [ec, written] = co_await net::async_write(s, net::buffer(input.data(), n), net::as_tuple(net::use_awaitable));
-        if (ec)
-            break; // the server closed: what it has not read is not its to read
-        input.remove_prefix(n);
-        co_await net::post(ex, net::use_awaitable);
-        co_await net::post(ex, net::use_awaitable);
-    }
-    boost::system::error_code ec;
-    s.shutdown(net::socket_base::shutdown_send, ec);
-    char buf[16 * 1024];
-    for (;;) {
-        auto [rec, n] = co_await s.async_read_some(net::buffer(buf), net::as_tuple(net::use_awaitable));
-        if (rec)
-            break;
-    }
-    s.close(ec);
-}
-
 } // namespace
 
 extern "C" int
@@ -166,7 +144,7 @@ LLVMFuzzerTestOneInput(std::uint8_t const* data, std::size_t size)
     net::local::connect_pair(client_end, server_end);
     using connection = cserve::detail::http1_connection<cserve::detail::socket_type>;
     connection::start(std::make_shared<connection>(srv, cserve::detail::socket_type(std::move(server_end))));
-    net::co_spawn(ioc, client(client_end, input, piece), net::detached);
+    net::co_spawn(ioc, cserve_fuzz::client(client_end, input, piece), net::detached);
     ioc.run();
     return 0;
 }

@@ -89,6 +89,21 @@ def promtool_check(text):
     return p.returncode, (p.stdout + p.stderr).decode()
 
 
+def drain_with_healthz_503(test, srv):
+    """SIGTERM while a request runs: /healthz answers 503 "draining" until the process is
+    gone, the request completes, the exit status is 0."""
+    done = {}
+    t = threading.Thread(target=lambda: done.update(r=httpx.get(srv.url("/delay/1500"), timeout=IO_TIMEOUT)))
+    t.start()
+    test.assertTrue(wait_until(lambda: srv.samples()["http_server_active_requests"] == 1, 5))
+    srv.send_signal(signal.SIGTERM)
+    test.assertTrue(wait_until(lambda: srv.get("/healthz").status_code == 503, 2))
+    test.assertEqual(srv.get("/healthz").text, "draining\n")
+    t.join(IO_TIMEOUT)
+    test.assertEqual(done["r"].status_code, 200)
+    test.assertEqual(srv.wait(5), 0)
+
+
 def fresh_requests(srv, path, n):
     """n requests, each on a connection of its own (so that workers share them)."""
     for _ in range(n):
@@ -146,18 +161,7 @@ class SingleProcess(unittest.TestCase):
             r = srv.get("/healthz")
             self.assertEqual((r.status_code, r.text), (200, "ok\n"))
 
-            # SIGTERM while a request runs: /healthz says 503 until the process is gone.
-            done = {}
-            t = threading.Thread(target=lambda: done.update(
-                r=httpx.get(srv.url("/delay/1500"), timeout=IO_TIMEOUT)))
-            t.start()
-            self.assertTrue(wait_until(lambda: srv.samples()["http_server_active_requests"] == 1, 5))
-            srv.send_signal(signal.SIGTERM)
-            self.assertTrue(wait_until(lambda: srv.get("/healthz").status_code == 503, 2))
-            self.assertEqual(srv.get("/healthz").text, "draining\n")
-            t.join(IO_TIMEOUT)
-            self.assertEqual(done["r"].status_code, 200)
-            self.assertEqual(srv.wait(5), 0)
+            drain_with_healthz_503(self, srv)
         finally:
             srv.kill()
         self.assertIsNone(srv.sanitizer_report())
@@ -240,18 +244,7 @@ class Workers(unittest.TestCase):
             rc, out = promtool_check(srv.get("/metrics").text)
             self.assertEqual(rc, 0, out)
 
-            # Draining: the master's /healthz answers 503 until it exits.
-            done = {}
-            t = threading.Thread(target=lambda: done.update(
-                r=httpx.get(srv.url("/delay/1500"), timeout=IO_TIMEOUT)))
-            t.start()
-            self.assertTrue(wait_until(lambda: srv.samples()["http_server_active_requests"] == 1, 5))
-            srv.send_signal(signal.SIGTERM)
-            self.assertTrue(wait_until(lambda: srv.get("/healthz").status_code == 503, 2))
-            self.assertEqual(srv.get("/healthz").text, "draining\n")
-            t.join(IO_TIMEOUT)
-            self.assertEqual(done["r"].status_code, 200)
-            self.assertEqual(srv.wait(5), 0)
+            drain_with_healthz_503(self, srv) # the master's /healthz
         finally:
             srv.kill()
         self.assertIsNone(srv.sanitizer_report())
