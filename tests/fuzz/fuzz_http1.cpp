@@ -30,98 +30,16 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
+#include "fuzz_app.hpp"
 #include "fuzz_client.hpp"
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <stdexcept>
 #include <string>
 #include <string_view>
 
 namespace net = boost::asio;
-namespace http = cserve::http;
-namespace ws = cserve::websocket;
-
-namespace {
-
-cserve::task<>
-websocket(cserve::receive receive, cserve::send send)
-{
-    co_await receive(); // connect
-    co_await send(ws::accept{});
-    for (int i = 0; i < 4; ++i) {
-        auto e = co_await receive();
-        auto* m = std::get_if<ws::receive>(&e);
-        if (!m)
-            co_return;
-        co_await send(ws::send{.bytes = m->bytes, .text = m->text});
-    }
-    co_await send(ws::close{.code = 1000});
-}
-
-cserve::task<>
-app(cserve::scope& s, cserve::receive receive, cserve::send send)
-{
-    if (s.type == cserve::scope_type::websocket) {
-        if (s.path.find("deny") != std::string::npos)
-            co_return; // closes before accepting: 403
-        co_await websocket(receive, send);
-        co_return;
-    }
-    std::string_view path = s.path;
-    if (path.find("throw") != std::string_view::npos)
-        throw std::runtime_error("the application failed");
-    if (path.find("hint") != std::string_view::npos)
-        co_await send(http::response_early_hint{.links = {"</a.css>; rel=preload"}});
-    if (path.find("204") != std::string_view::npos) {
-        co_await send(http::response_start{.status = 204});
-        co_await send(http::response_body{});
-        co_return;
-    }
-    std::size_t got = 0;
-    for (;;) {
-        auto e = co_await receive();
-        auto* r = std::get_if<http::request>(&e);
-        if (!r)
-            co_return; // the client left
-        got += r->body.size();
-        if (!r->more_body)
-            break;
-    }
-    if (path.find("stream") != std::string_view::npos) {
-        bool trailers = path.find("trailer") != std::string_view::npos;
-        co_await send(http::response_start{.status = 200, .trailers = trailers});
-        for (int i = 0; i < 3; ++i)
-            co_await send(http::response_body{.body = "piece " + std::to_string(i) + "\n", .more_body = true});
-        if (path.find("late") != std::string_view::npos)
-            throw std::runtime_error("failed while streaming");
-        co_await send(http::response_body{});
-        if (trailers)
-            co_await send(http::response_trailers{.headers = {{"x-checksum", std::to_string(got)}}});
-        co_return;
-    }
-    std::string body = std::to_string(got);
-    co_await send(http::response_start{.status = 200, .headers = {{"content-length", std::to_string(body.size())}}});
-    co_await send(http::response_body{.body = std::move(body)});
-}
-
-cserve::config
-fuzz_config()
-{
-    cserve::config cfg;
-    cfg.lifespan = cserve::lifespan_mode::off;
-    cfg.access_log = false;
-    cfg.log_level = cserve::log_level::critical;
-    cfg.log_sink = [](cserve::log_level, std::string_view) {};
-    cfg.max_header_bytes = 4096;
-    cfg.limit_request_body = 4096;
-    cfg.ws_max_size = 64 * 1024;
-    cfg.ws_max_queue = 4;
-    return cfg;
-}
-
-} // namespace
 
 extern "C" int
 LLVMFuzzerTestOneInput(std::uint8_t const* data, std::size_t size)
@@ -138,7 +56,7 @@ LLVMFuzzerTestOneInput(std::uint8_t const* data, std::size_t size)
 #endif
 
     net::io_context ioc{1};
-    cserve::detail::server_impl srv(ioc, app, fuzz_config());
+    cserve::detail::server_impl srv(ioc, cserve_fuzz::app, cserve_fuzz::config());
     net::local::stream_protocol::socket client_end(ioc);
     net::local::stream_protocol::socket server_end(ioc);
     net::local::connect_pair(client_end, server_end);
