@@ -134,17 +134,21 @@ class SingleProcess(unittest.TestCase):
             # against nginx too.)
             out = subprocess.run(["nghttp", "-n", srv.url("/"), srv.url("/?again")], capture_output=True, timeout=10)
             self.assertEqual(out.returncode, 0, out.stderr)
+            # An h2c upgrade: one request, counted once (as stream 1, not also over HTTP/1.1).
+            out = subprocess.run(["curl", "-sS", "--http2", "-o", "/dev/null", "-w", "%{http_version}",
+                                  srv.url("/")], capture_output=True, timeout=10)
+            self.assertEqual((out.returncode, out.stdout), (0, b"2"), out.stderr)
             wait_until(lambda: srv.samples().get("cserve_websocket_active_connections") == 0, 5)
             s = srv.samples()
-            self.assertEqual(s["cserve_http2_connections_total"], 1)
-            self.assertEqual(s["cserve_http2_streams_total"], 2)
-            self.assertEqual(s['http_server_requests_total{method="GET",status="2xx"}'], 5 + 2)
+            self.assertEqual(s["cserve_http2_connections_total"], 2)
+            self.assertEqual(s["cserve_http2_streams_total"], 3)
+            self.assertEqual(s['http_server_requests_total{method="GET",status="2xx"}'], 5 + 2 + 1)
             self.assertEqual(s['http_server_requests_total{method="POST",status="2xx"}'], 1)
             self.assertEqual(s['http_server_requests_total{method="GET",status="5xx"}'], 1)
             self.assertEqual(s['http_server_requests_total{method="_OTHER",status="4xx"}'], 1)
-            self.assertEqual(requests_total(s), 10) # the WebSocket handshake is not a request
-            self.assertEqual(s["http_server_request_duration_seconds_count"], 10)
-            self.assertEqual(s['http_server_request_duration_seconds_bucket{le="+Inf"}'], 10)
+            self.assertEqual(requests_total(s), 11) # the WebSocket handshake is not a request
+            self.assertEqual(s["http_server_request_duration_seconds_count"], 11)
+            self.assertEqual(s['http_server_request_duration_seconds_bucket{le="+Inf"}'], 11)
             self.assertEqual(s["http_server_request_body_bytes_total"], 1000)
             self.assertGreaterEqual(s["http_server_response_body_bytes_total"], 1000)
             self.assertEqual(s["http_server_active_requests"], 0)

@@ -457,11 +457,14 @@ http1_connection<Stream>::serve(std::shared_ptr<http1_connection>)
                 int up = co_await upgrade_h2c();
                 if (closed_)
                     co_return;
-                meter.begin(srv_.metrics_, req_->scope, req_->x);
-                if (up != 0) {
-                    linger = up > 0;
-                    if (up > 0)
-                        co_await write_error(up);
+                if (up < 0) {
+                    linger = false; // taken: the HTTP/2 session served the connection to its end
+                    break;
+                }
+                meter.begin(srv_.metrics_, req_->scope, req_->x); // an HTTP/1.1 request after all
+                if (up > 0) {
+                    linger = true;
+                    co_await write_error(up);
                     break;
                 }
                 // Not taken (a body too large to read first): served as HTTP/1.1.
