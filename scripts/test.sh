@@ -13,7 +13,7 @@
 #                   CSERVE_SEPARATE_COMPILATION=ON so the full suite also runs in the other
 #                   mode. Only what its ctest run needs is built; the consumer tests (cmake.*)
 #                   are not repeated. The libFuzzer harnesses of tests/fuzz are built and run
-#                   here too (fuzz.*, CSERVE_FUZZ_SECONDS each, default 45).
+#                   here too (fuzz.*, CSERVE_FUZZ_SECONDS each, default 30).
 #   3. build-public-api/  CSERVE_BOOST_PUBLIC_API_ONLY=ON: every public-API fallback for Asio's and
 #                   Beast's internals (detail/boost_compat.hpp), -O0; the unit tests.
 #   4. build-boost-next/  the newest Boost.Asio and Beast (a header-only Boost tree, from
@@ -81,7 +81,7 @@ run_ctest build "header-only"
 sanitize="-fsanitize=address,undefined -fno-sanitize=function,vptr -fno-sanitize-recover=undefined"
 # The fuzz harnesses (tests/fuzz) are built here too, and the whole build carries libFuzzer's
 # coverage instrumentation (-fsanitize=fuzzer-no-link) so that the library they link is
-# instrumented; each runs for CSERVE_FUZZ_SECONDS (default 45) as a test of this pass.
+# instrumented; each runs for CSERVE_FUZZ_SECONDS (default 30) as a test of this pass.
 step "configure build-asan/ (ASan + UBSan, separate compilation, fuzz harnesses, $cxx)"
 cmake -S . -B build-asan \
   "-DCMAKE_CXX_COMPILER=$cxx" \
@@ -90,7 +90,7 @@ cmake -S . -B build-asan \
   -DCSERVE_BUILD_TESTS=ON \
   -DCSERVE_BUILD_EXAMPLES=ON \
   -DCSERVE_BUILD_FUZZERS=ON \
-  "-DCSERVE_FUZZ_SECONDS=${CSERVE_FUZZ_SECONDS:-45}" \
+  "-DCSERVE_FUZZ_SECONDS=${CSERVE_FUZZ_SECONDS:-30}" \
   -DCSERVE_SEPARATE_COMPILATION=ON
 
 step "build build-asan/ (test binaries only)"
