@@ -2167,7 +2167,9 @@ class PingTests(H2TestCase):
         self.assertTrue(eof, "the connection stayed open: %r" % frames)
         self.assertLess(time.monotonic() - start, 3.5)
         self.assertTrue(any(f.type == PING and not f.flags & ACK for f in frames), frames)
-        self.assertIn("keepalive PING", srv.log_text())
+        # The line is written before the close, but read from the server's stderr by a thread
+        # of the harness, which may not have reached it yet.
+        self.assertTrue(wait_until(lambda: "keepalive PING" in srv.log_text(), 2), srv.log_text())
         self.assert_serves(srv.port)
 
 
