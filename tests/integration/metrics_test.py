@@ -268,6 +268,7 @@ class Workers(unittest.TestCase):
     def test_master_listener_http(self):
         srv = MetricsServer("--workers", "2")
         try:
+            self.assertTrue(wait_until(lambda: srv.get("/healthz").status_code == 200, 10)) # a worker serves
             def raw(data):
                 with socket.create_connection((HOST, srv.metrics_port), timeout=IO_TIMEOUT) as s:
                     s.sendall(data)

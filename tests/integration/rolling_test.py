@@ -205,7 +205,9 @@ class Load:
 
     def run(self, k):
         n = 0
-        with httpx.Client(timeout=IO_TIMEOUT) as c:
+        # A connection per request: each nginx reload closes the idle client connections of its
+        # old worker, and a request sent on one just then is reset by nginx, not by cserve.
+        with httpx.Client(timeout=IO_TIMEOUT, limits=httpx.Limits(max_keepalive_connections=0)) as c:
             while not self.stop.is_set():
                 n += 1
                 try:
