@@ -50,7 +50,7 @@ struct server_metrics {
 
     std::uint64_t connections = 0;       ///< connections accepted
     std::int64_t active_connections = 0; ///< connections open now
-    std::uint64_t accept_errors = 0;     ///< accept(2) failures (EMFILE and the like)
+    std::uint64_t accept_errors = 0;     ///< accept(2) failures (EMFILE and the like); connections that could not be started
     std::uint64_t tls_handshakes = 0;    ///< TLS handshakes completed
     std::uint64_t tls_handshake_errors = 0; ///< TLS handshakes that failed
     std::uint64_t http2_connections = 0; ///< connections that spoke HTTP/2

@@ -29,6 +29,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -37,6 +38,27 @@
 #include <string>
 
 #include <unistd.h>
+
+// The test binary is linked with --wrap=SSL_new (tests/CMakeLists.txt): while `refuse` is
+// above zero, the server's SSL_new fails as it does when memory runs out.
+namespace {
+std::atomic<SSL_CTX*> client_ctx{nullptr};
+std::atomic<int> refuse{0};
+std::atomic<int> refused{0};
+} // namespace
+
+extern "C" SSL* __real_SSL_new(SSL_CTX* ctx);
+
+extern "C" SSL*
+__wrap_SSL_new(SSL_CTX* ctx)
+{
+    if (ctx != client_ctx.load() && refuse.load() > 0) {
+        --refuse;
+        ++refused;
+        return nullptr;
+    }
+    return __real_SSL_new(ctx);
+}
 
 namespace net = boost::asio;
 namespace ssl = boost::asio::ssl;
@@ -355,6 +377,38 @@ TEST_CASE("tls: plain HTTP to the TLS port is closed at once and harms no other 
     CHECK(!hs);
     CHECK(status == 200);
     CHECK(r.logged("TLS handshake with 127.0.0.1:"));
+}
+
+TEST_CASE("tls: a connection the server cannot make (SSL_new fails) is closed and the next one served",
+          "[tls]")
+{
+    std::vector<seen> apps;
+    boost::system::error_code first_hs, hs;
+    int status = 0;
+    auto ctx = client_context();
+    client_ctx = ctx.native_handle();
+    refused = 0;
+    std::uint64_t failed = 0;
+    auto r = ct::run_server(recording_app(apps), tls_config(),
+                            [&](cserve::server& srv, unsigned short port) -> cserve::task<> {
+                                refuse = 1;
+                                co_await connect_tls(ctx, port, first_hs);
+                                auto s = co_await connect_tls(ctx, port, hs);
+                                if (!hs)
+                                    status = (co_await get(*s, "/")).result_int();
+                                failed = srv.metrics().accept_errors;
+                            });
+    refuse = 0;
+    client_ctx = nullptr;
+    CSERVE_REQUIRE_RUN(r);
+    INFO(first_hs.message());
+    CHECK(refused == 1);
+    CHECK(first_hs);
+    CHECK(!hs);
+    CHECK(status == 200);
+    CHECK(apps.size() == 1);
+    CHECK(failed == 1);
+    CHECK(r.logged("cannot start a connection: std::bad_alloc"));
 }
 
 TEST_CASE("tls: a client that connects and never starts the handshake is dropped at the header timeout",

@@ -141,6 +141,7 @@ private:
     CSERVE_DECL void add_listener(acceptor_type acceptor, boost::system::error_code& ec);
     CSERVE_DECL task<> accept_loop(acceptor_type& acceptor);
     CSERVE_DECL void start_connection(socket_type socket);
+    CSERVE_DECL void log_start_failure(std::exception_ptr e) noexcept;
     template <class Connection>
     void start_connection(std::shared_ptr<Connection> c);
     template <class F>

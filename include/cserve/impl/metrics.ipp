@@ -155,7 +155,8 @@ format_prometheus(server_metrics const& m, bool supervised)
              m.response_body_bytes);
     w.single("http_server_connections_total", "counter", "Connections accepted.", m.connections);
     w.single("http_server_active_connections", "gauge", "Connections open.", m.active_connections);
-    w.single("cserve_accept_errors_total", "counter", "Failed accept(2) calls (EMFILE, ENFILE, ENOBUFS, ...).",
+    w.single("cserve_accept_errors_total", "counter",
+             "Failed accept(2) calls (EMFILE, ENFILE, ENOBUFS, ...) and accepted connections that could not be started.",
              m.accept_errors);
     w.family("cserve_tls_handshakes_total", "counter", "TLS handshakes, by result.");
     w.sample("cserve_tls_handshakes_total", "result=\"ok\"", m.tls_handshakes);

@@ -340,10 +340,29 @@ server_impl::on_connection_closed(connection& c) noexcept
 void
 server_impl::start_connection(socket_type socket)
 {
-    if (tls_)
-        start_connection(std::make_shared<http1_connection<tls_stream>>(*this, std::move(socket), *tls_));
-    else
-        start_connection(std::make_shared<http1_connection<socket_type>>(*this, std::move(socket)));
+    // A connection that cannot be made (out of memory; SSL_new failing) is closed and
+    // logged; the accept loop and every other connection go on.
+    try {
+        if (tls_)
+            start_connection(std::make_shared<http1_connection<tls_stream>>(*this, std::move(socket), *tls_));
+        else
+            start_connection(std::make_shared<http1_connection<socket_type>>(*this, std::move(socket)));
+    } catch (...) {
+        log_start_failure(std::current_exception());
+    }
+}
+
+void
+server_impl::log_start_failure(std::exception_ptr e) noexcept
+{
+    metrics_registry::add<std::uint64_t>(metrics_.local().accept_errors, 1);
+    try {
+        std::rethrow_exception(e);
+    } catch (std::exception const& ex) {
+        log_.log(log_level::error, std::string("cannot start a connection: ") + ex.what());
+    } catch (...) {
+        log_.log(log_level::error, "cannot start a connection");
+    }
 }
 
 template <class Connection>
@@ -360,7 +379,15 @@ server_impl::start_connection(std::shared_ptr<Connection> c)
     metrics_registry::add<std::int64_t>(m.active_connections, 1);
     auto ex = c->get_executor();
     auto drain = draining_ ? c : nullptr;
-    net::dispatch(ex, [c = std::move(c)]() mutable { Connection::start(std::move(c)); });
+    // Run inline by the accept loop, or on the connection's strand: either way a failure
+    // to start (a coroutine frame not allocated) ends this connection alone.
+    net::dispatch(ex, [this, c = std::move(c)]() mutable {
+        try {
+            Connection::start(std::move(c));
+        } catch (...) {
+            log_start_failure(std::current_exception());
+        }
+    });
     if (drain)
         net::post(ex, [c = std::move(drain)] { c->begin_drain(); }); // after start()
 }
