@@ -86,7 +86,8 @@ private:
 /** Serves `app` on host:port until SIGINT or SIGTERM, then drains and returns 0.
 
     @return The process exit status: 0 after a clean shutdown, 1 when the server could not
-    start, 3 when the application failed its lifespan startup.
+    start, 2 for a bad setting (printed as one line: a certificate file, a `headers` entry, a
+    `forwarded_allow_ips` list), 3 when the application failed its lifespan startup.
 */
 CSERVE_DECL int run(app_function app, std::string_view host, std::uint16_t port);
 

@@ -5,13 +5,17 @@
 #include "catch.hpp"
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <initializer_list>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
+
+#include <unistd.h>
 
 namespace {
 
@@ -36,6 +40,29 @@ usage_error_of(std::initializer_list<char const*> args)
         return e.what();
     }
     return {};
+}
+
+// What `f` writes to stderr (file descriptor 2), and what it returns.
+template <class F>
+std::pair<int, std::string>
+with_stderr(F f)
+{
+    std::FILE* tmp = std::tmpfile();
+    REQUIRE(tmp);
+    std::fflush(stderr);
+    int saved = ::dup(2);
+    ::dup2(::fileno(tmp), 2);
+    int status = f();
+    std::fflush(stderr);
+    ::dup2(saved, 2);
+    ::close(saved);
+    std::rewind(tmp);
+    std::string text;
+    char buf[512];
+    for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, tmp)) > 0;)
+        text.append(buf, n);
+    std::fclose(tmp);
+    return {status, text};
 }
 
 } // namespace
@@ -645,5 +672,40 @@ TEST_CASE("run: an unusable --log-file or WEB_CONCURRENCY stops run() before it 
         cfg.port = 0;
         CHECK(cserve::run(cserve::factory(make), cfg) == 2);
     }
+    CHECK(calls == 0);
+}
+
+TEST_CASE("run: a config built in code with a bad header or proxy list is a one-line error, status 2",
+          "[run][factory][errors]")
+{
+    int calls = 0;
+    auto make = [&]() -> cserve::app_function {
+        ++calls;
+        return [](cserve::scope&, cserve::receive, cserve::send) -> cserve::task<> { co_return; };
+    };
+    cserve::config cfg;
+    cfg.port = 0;
+    std::string expected;
+    SECTION("a header value with a line break, one process")
+    {
+        cfg.headers = {{"x-ok", "1"}, {"x-split", "a\r\nset-cookie: b"}};
+        expected = "Error: invalid header in config.headers: 'x-split'\n";
+    }
+    SECTION("a header name with a space, with workers")
+    {
+        cfg.workers = 2;
+        cfg.headers = {{"x bad", "1"}};
+        expected = "Error: invalid header in config.headers: 'x bad'\n";
+    }
+    SECTION("a forwarded_allow_ips entry that is no address")
+    {
+        cfg.workers = 2;
+        cfg.proxy_headers = true;
+        cfg.forwarded_allow_ips = "10.0.0.1,proxy.example";
+        expected = "Error: not an IP address, network or '*': 'proxy.example'\n";
+    }
+    auto [status, err] = with_stderr([&] { return cserve::run(cserve::factory(make), cfg); });
+    CHECK(status == 2);
+    CHECK(err == expected);
     CHECK(calls == 0);
 }

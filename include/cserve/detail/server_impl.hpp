@@ -75,6 +75,12 @@ to_address(net::generic::stream_protocol::endpoint const& ep);
 class server_impl {
 public:
     CSERVE_DECL server_impl(net::io_context& ioc, app_function app, config cfg);
+
+    /** Makes the checks of `cfg` the constructor makes (bar the TLS files, which
+        load_tls_context reads): the default headers, the trusted-proxy list.
+        @throws std::invalid_argument naming what is wrong. */
+    CSERVE_DECL static void check(config const& cfg);
+    CSERVE_DECL static void check_headers(config const& cfg);
     CSERVE_DECL ~server_impl();
 
     CSERVE_DECL void listen(boost::system::error_code& ec);

@@ -7,6 +7,7 @@
 #include <cserve/error.hpp>
 #include <cserve/proxy_headers.hpp>
 #include <cserve/server.hpp>
+#include <cserve/detail/server_impl.hpp>
 #include <cserve/detail/text.hpp>
 #include <cserve/detail/tls.hpp>
 
@@ -448,6 +449,16 @@ run_with(factory const& make, config cfg)
         std::string msg = "Error: cannot open log file '" + cfg.log_file + "': " + std::strerror(errno) + "\n";
         std::fputs(msg.c_str(), stderr);
         return 1;
+    }
+    // What the server's constructor refuses, refused here once, before any worker starts,
+    // as a one-line error: a bad cfg.headers entry or forwarded_allow_ips list (the flags
+    // check their own values; a config built in code may still hold one).
+    try {
+        server_impl::check(cfg);
+    } catch (std::invalid_argument const& e) {
+        std::string msg = "Error: " + std::string(e.what()) + "\n";
+        std::fputs(msg.c_str(), stderr);
+        return 2;
     }
     if (!cfg.workers) {
         if (char const* v = std::getenv("WEB_CONCURRENCY")) {

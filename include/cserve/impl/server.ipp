@@ -79,6 +79,24 @@ to_address(net::generic::stream_protocol::endpoint const& ep)
     return std::nullopt;
 }
 
+void
+server_impl::check_headers(config const& cfg)
+{
+    // Written into every response head as they are: a CR or LF would split each response.
+    // The checks of --header and of the application's own headers.
+    for (auto const& [name, value] : cfg.headers)
+        if (!http1::valid_field_name(name) || !http1::valid_field_value(value))
+            throw std::invalid_argument("invalid header in config.headers: '" + name + "'");
+}
+
+void
+server_impl::check(config const& cfg)
+{
+    check_headers(cfg);
+    if (cfg.proxy_headers || cfg.proxy_protocol)
+        (void)trusted_hosts(cfg.forwarded_allow_ips);
+}
+
 server_impl::server_impl(net::io_context& ioc, app_function app, config cfg)
     : ioc_(ioc)
     , multi_threaded_(!one_thread_hint(ioc))
@@ -92,11 +110,7 @@ server_impl::server_impl(net::io_context& ioc, app_function app, config cfg)
     , deadlines_(executor_, multi_threaded_)
     , wake_timer_(executor_, std::chrono::steady_clock::time_point::max())
 {
-    // Written into every response head as they are: a CR or LF would split each response.
-    // The checks of --header and of the application's own headers.
-    for (auto const& [name, value] : cfg_.headers)
-        if (!http1::valid_field_name(name) || !http1::valid_field_value(value))
-            throw std::invalid_argument("invalid header in config.headers: '" + name + "'");
+    check_headers(cfg_);
     deadlines_.durations(cfg_.timeout_request_header, cfg_.timeout_keep_alive, cfg_.timeout_write);
     if (cfg_.tls())
         tls_ = load_tls_context(cfg_, make_ticket_key());
