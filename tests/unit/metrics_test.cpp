@@ -1,6 +1,7 @@
 // tests/unit/metrics_test.cpp -- server::metrics(): what is counted, and its Prometheus text
 // SPDX-License-Identifier: BSL-1.0
 #include <cserve/cserve.hpp>
+#include <cserve/detail/exchange.hpp>
 #include <cserve/detail/metrics.hpp>
 
 #include "catch.hpp"
@@ -93,6 +94,43 @@ TEST_CASE("metrics: requests counted by method and status class, with bytes, dur
     CHECK(after.connections == 2);
     CHECK(after.active_connections == 0);
     CHECK(after.websocket_connections == 0);
+}
+
+TEST_CASE("metrics: requests refused before the application (400, 431) are counted, with the method of their "
+          "request line, or as _OTHER without one")
+{
+    sm after{};
+    std::string first, second, third;
+    auto cfg = ct::test_config();
+    cfg.max_header_bytes = 1024;
+    auto r = ct::run_server(counted_app(), cfg, [&](cserve::server& srv, unsigned short port) -> task<> {
+        auto a = co_await ct::connect(port); // a good request, then a line that is none
+        co_await ct::write(a, "GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1 trailing\r\n\r\n");
+        first = (co_await ct::read_to_eof(a)).data;
+        auto b = co_await ct::connect(port); // a head without Host: its method is known
+        co_await ct::write(b, "GET / HTTP/1.1\r\n\r\n");
+        second = (co_await ct::read_to_eof(b)).data;
+        auto c = co_await ct::connect(port); // a head past max_header_bytes, after its request line
+        co_await ct::write(c, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(2000, 'b') + "\r\n\r\n");
+        third = (co_await ct::read_to_eof(c)).data;
+        after = srv.metrics();
+    });
+    CSERVE_REQUIRE_RUN(r);
+    INFO(first << "\n--\n" << second << "\n--\n" << third);
+    REQUIRE(first.find("HTTP/1.1 400 ") != std::string::npos);
+    REQUIRE(second.rfind("HTTP/1.1 400 ", 0) == 0);
+    REQUIRE(third.rfind("HTTP/1.1 431 ", 0) == 0);
+    CHECK(after.requests[method("GET")][2] == 1);
+    CHECK(after.requests[method("GET")][4] == 2);    // no Host; the 431
+    CHECK(after.requests[method("_OTHER")][4] == 1); // the bad line (not counted as the GET before it)
+    CHECK(after.request_count() == 4);
+    using cserve::detail::error_text;
+    CHECK(after.response_body_bytes == 3 + 2 * error_text(400).size() + error_text(431).size());
+    std::uint64_t in_buckets = 0;
+    for (auto n : after.duration_buckets)
+        in_buckets += n;
+    CHECK(in_buckets == 4);
+    CHECK(after.active_requests == 0);
 }
 
 TEST_CASE("metrics: a request in progress is active, and one the client abandons has status \"none\"")

@@ -108,6 +108,14 @@ public:
     // The connection ends after this exchange (HTTP/1.1 says connection: close).
     void end_connection() noexcept { keep_alive_ = false; }
 
+    // The server's own error response (a 400 for a malformed request, say) was sent in its
+    // place: what the metrics count for it.
+    void refused(int status, std::uint64_t body) noexcept
+    {
+        status_ = status;
+        body_bytes_ = body;
+    }
+
     //--------------------------------------------------------------------------
 
     bool keep_alive() const noexcept { return keep_alive_; }

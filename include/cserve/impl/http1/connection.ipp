@@ -432,9 +432,19 @@ http1_connection<Stream>::serve(std::shared_ptr<http1_connection>)
                 status = co_await read_header(parsed);
             if (status < 0)
                 break;
+            bool const head_read = status == 0;
             if (status == 0)
                 status = build_scope();
             if (status > 0) {
+                // Counted as a request, timed from the refusal: with the method of its
+                // request line when that was read (a head without Host), else as _OTHER.
+                if (!head_read) {
+                    // The scope is not this request's yet (it may be the last one's).
+                    auto const& h = req_->head_info;
+                    req_->scope.method = h.base && h.method.len ? h.method.in({h.base, h.size}) : std::string_view();
+                }
+                request_meter meter;
+                meter.begin(srv_.metrics_, req_->scope, req_->x);
                 co_await write_error(status);
                 linger = true;
                 break;

@@ -406,6 +406,8 @@ http1_connection<Stream>::write_error(int status)
     auto [ec, n] = co_await net::async_write(stream_, net::buffer(req_->out), http1::use_tuple);
     if (ec)
         req_->x.client_gone();
+    else
+        req_->x.refused(status, body.size());
     req_->out.clear();
 }
 
