@@ -19,13 +19,12 @@
 
 namespace cserve_fuzz {
 
-// Writes `input` to the server in writes of `piece` bytes (0: one write), with two turns of
-// the event loop after each, so that the server sees every split; then ends its side and
-// reads until the server closes, keeping what it read in `output` (if given). The run ends
-// when the connection does: one that never ends is a hang libFuzzer reports (-timeout).
-inline cserve::task<>
-client(boost::asio::local::stream_protocol::socket& s, std::string_view input, std::size_t piece,
-       std::string* output = nullptr)
+// Writes `input` to `s` (the socket, or a TLS stream over it) in writes of `piece` bytes
+// (0: one write), with two turns of the event loop after each, so that the server sees every
+// split. Stops early when the server has closed.
+template <class Stream>
+cserve::task<>
+write_in_pieces(Stream& s, std::string_view input, std::size_t piece)
 {
     namespace net = boost::asio;
     auto ex = co_await net::this_coro::executor;
@@ -38,6 +37,15 @@ client(boost::asio::local::stream_protocol::socket& s, std::string_view input, s
         co_await net::post(ex, net::use_awaitable);
         co_await net::post(ex, net::use_awaitable);
     }
+}
+
+// Ends the client's side (a TCP half-close) and reads until the server closes, keeping what
+// it read in `output` (if given). The run ends when the connection does: one that never
+// ends is a hang libFuzzer reports (-timeout).
+inline cserve::task<>
+end_and_drain(boost::asio::local::stream_protocol::socket& s, std::string* output = nullptr)
+{
+    namespace net = boost::asio;
     boost::system::error_code ec;
     s.shutdown(net::socket_base::shutdown_send, ec);
     char buf[16 * 1024];
@@ -49,6 +57,15 @@ client(boost::asio::local::stream_protocol::socket& s, std::string_view input, s
             output->append(buf, n);
     }
     s.close(ec);
+}
+
+// The plain client: `input` in pieces, then end_and_drain.
+inline cserve::task<>
+client(boost::asio::local::stream_protocol::socket& s, std::string_view input, std::size_t piece,
+       std::string* output = nullptr)
+{
+    co_await write_in_pieces(s, input, piece);
+    co_await end_and_drain(s, output);
 }
 
 } // namespace cserve_fuzz

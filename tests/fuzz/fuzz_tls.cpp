@@ -117,32 +117,15 @@ tls_client(local_socket& s, std::string_view input, std::size_t piece, bool h2)
         SSL_set_alpn_protos(tls.native_handle(), alpn_h1, sizeof alpn_h1);
     auto [hec] = co_await tls.async_handshake(ssl::stream_base::client, net::as_tuple(net::use_awaitable));
     if (!hec) {
-        auto ex = co_await net::this_coro::executor;
         std::string framed;
         if (h2) {
             framed.assign("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00", 33);
             framed.append(input);
             input = framed;
         }
-        while (!input.empty()) {
-            auto n = piece == 0 ? input.size() : std::min(piece, input.size());
-            auto [ec, written] = co_await net::async_write(tls, net::buffer(input.data(), n), net::as_tuple(net::use_awaitable));
-            if (ec)
-                break;
-            input.remove_prefix(n);
-            co_await net::post(ex, net::use_awaitable);
-            co_await net::post(ex, net::use_awaitable);
-        }
+        co_await cserve_fuzz::write_in_pieces(tls, input, piece);
     }
-    boost::system::error_code ec;
-    s.shutdown(net::socket_base::shutdown_send, ec);
-    char buf[16 * 1024];
-    for (;;) {
-        auto [rec, n] = co_await s.async_read_some(net::buffer(buf), net::as_tuple(net::use_awaitable));
-        if (rec)
-            break;
-    }
-    s.close(ec);
+    co_await cserve_fuzz::end_and_drain(s);
 }
 
 } // namespace
