@@ -80,7 +80,6 @@ public:
         load_tls_context reads): the default headers, the trusted-proxy list.
         @throws std::invalid_argument naming what is wrong. */
     CSERVE_DECL static void check(config const& cfg);
-    CSERVE_DECL static void check_headers(config const& cfg);
     CSERVE_DECL ~server_impl();
 
     CSERVE_DECL void listen(boost::system::error_code& ec);
@@ -148,6 +147,7 @@ private:
     CSERVE_DECL task<> accept_loop(acceptor_type& acceptor);
     CSERVE_DECL void start_connection(socket_type socket);
     CSERVE_DECL void log_start_failure(std::exception_ptr e) noexcept;
+    CSERVE_DECL static void check_headers(config const& cfg);
     template <class Connection>
     void start_connection(std::shared_ptr<Connection> c);
     template <class F>
