@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -32,15 +33,20 @@ LLVMFuzzerTestOneInput(std::uint8_t const* data, std::size_t size)
     std::string_view in(reinterpret_cast<char const*>(data), size);
     std::vector<std::string> args{"cserve"};
     std::vector<std::string> env;
+    // putenv, not setenv: glibc's setenv keeps every "NAME=value" string it ever made, so
+    // millions of runs with new values grow without bound (an out-of-memory after 21 million
+    // executions). putenv takes these strings, which stay put (a deque does not move them)
+    // until unsetenv takes them out again.
+    std::deque<std::string> entries;
     while (!in.empty()) {
         auto end = in.find('\0');
         auto word = in.substr(0, end);
         in.remove_prefix(end == std::string_view::npos ? in.size() : end + 1);
         auto eq = word.find('=');
         if (eq != std::string_view::npos && eq > 0 && read_by_run(word.substr(0, eq))) {
-            std::string name(word.substr(0, eq));
-            ::setenv(name.c_str(), std::string(word.substr(eq + 1)).c_str(), 1);
-            env.push_back(std::move(name));
+            entries.emplace_back(word);
+            ::putenv(entries.back().data());
+            env.emplace_back(word.substr(0, eq));
         } else {
             args.emplace_back(word);
         }
